@@ -1,0 +1,173 @@
+"""``python -m app``: serve, migrate, createsuperuser."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from alembic.config import Config
+from pydantic import ValidationError
+
+import app as app_package
+from app.core.config import DatabaseSettings, Settings
+
+SUPERUSER_PASSWORD_ENV = "USERSERVICE_SUPERUSER_PASSWORD"
+S = TypeVar("S", bound=DatabaseSettings)
+
+
+class CommandError(Exception):
+    """A failure the user can fix; printed without a traceback."""
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    ini = os.environ.get("ALEMBIC_CONFIG") or str(
+        Path(app_package.__file__).resolve().parent.parent / "alembic.ini"
+    )
+    if not Path(ini).is_file():
+        raise CommandError(f"alembic.ini not found at {ini}; set ALEMBIC_CONFIG")
+    config = Config(ini)
+    if database_url:
+        config.set_main_option("sqlalchemy.url", database_url)
+    return config
+
+
+def migrate(database_url: str | None = None) -> None:
+    from alembic import command
+
+    url = database_url or _load_settings(DatabaseSettings).database_url
+    command.upgrade(alembic_config(url), "head")
+
+
+def _load_settings(settings_class: type[S]) -> S:
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise CommandError(f"invalid configuration:\n{problems}") from None
+
+
+def serve(host: str, port: int, workers: int, reload: bool) -> None:
+    import uvicorn
+
+    settings = _load_settings(Settings)  # validates, and creates the development key file once
+    migrate(settings.database_url)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        reload=reload,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    env_password = os.environ.get(SUPERUSER_PASSWORD_ENV)
+    if env_password:
+        return env_password
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"no password given: use --password-stdin or set {SUPERUSER_PASSWORD_ENV}"
+        )
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password (again): "):
+        raise CommandError("passwords do not match")
+    return first
+
+
+async def _create_superuser(settings: Settings, username: str, email: str, password: str) -> int:
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.errors import AppError
+    from app.core.security import PasswordHasher
+    from app.schemas.auth import RegisterRequest
+    from app.services.auth import register
+
+    try:
+        data = RegisterRequest(username=username, email=email, password=password)
+    except ValidationError as exc:
+        raise CommandError(
+            "; ".join(f"{error['loc'][0]}: {error['msg']}" for error in exc.errors())
+        ) from None
+    engine = create_engine(settings)
+    hasher = PasswordHasher(1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            user = await register(session, hasher, data)
+            user.is_staff = True
+            user.is_superuser = True
+            await session.flush()
+            return user.id
+    except AppError as exc:
+        raise CommandError(exc.detail) from None
+    finally:
+        hasher.close()
+        await engine.dispose()
+
+
+def create_superuser(username: str | None, email: str | None, password_stdin: bool) -> None:
+    settings = _load_settings(Settings)
+    interactive = sys.stdin.isatty() and not password_stdin
+    if username is None:
+        if not interactive:
+            raise CommandError("--username is required when not interactive")
+        username = input("Username: ").strip()
+    if email is None:
+        if not interactive:
+            raise CommandError("--email is required when not interactive")
+        email = input("Email: ").strip()
+    password = _read_password(password_stdin)
+    migrate(settings.database_url)
+    user_id = asyncio.run(_create_superuser(settings, username, email, password))
+    print(f"Superuser {username!r} created (id {user_id}).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="userservice")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="apply migrations, then run the server")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.add_argument("--reload", action="store_true", help="development only")
+
+    commands.add_parser("migrate", help="apply database migrations (alembic upgrade head)")
+
+    superuser = commands.add_parser("createsuperuser", help="create a staff superuser")
+    superuser.add_argument("--username")
+    superuser.add_argument("--email")
+    superuser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=f"read the password from standard input (else ${SUPERUSER_PASSWORD_ENV}, "
+        "else a prompt)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            serve(args.host, args.port, args.workers, args.reload)
+        elif args.command == "migrate":
+            migrate()
+        elif args.command == "createsuperuser":
+            create_superuser(args.username, args.email, args.password_stdin)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

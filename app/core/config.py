@@ -1,0 +1,132 @@
+"""One settings class, read from the environment and `.env`, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_KEY_BYTES = 32
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./userservice.db"
+
+
+class DatabaseSettings(BaseSettings):
+    """The part of the settings that migrations need (no secrets required)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "DATABASE_URL must use an async driver: 'sqlite+aiosqlite:///./file.db' or "
+                "'postgresql+asyncpg://user:password@host:5432/dbname'"
+            )
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class Settings(DatabaseSettings):
+    environment: Literal["development", "production"] = "development"
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for access tokens, at least 32 bytes. Required in production.",
+    )
+    secret_key_file: Path = Field(
+        default=Path(".secret_key"),
+        description="Development only: where the generated key is kept when SECRET_KEY is unset.",
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_ttl: timedelta = Field(
+        default=timedelta(minutes=15),
+        description="Seconds or an ISO 8601 duration (PT15M).",
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    password_hash_threads: int = Field(default=4, ge=1, le=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin == "*" or not origin.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"CORS_ORIGINS entries must be explicit http(s) origins, got {origin!r}"
+                )
+        return origins
+
+    @field_validator("access_token_ttl")
+    @classmethod
+    def _positive_ttl(cls, ttl: timedelta) -> timedelta:
+        if not timedelta(seconds=30) <= ttl <= timedelta(days=1):
+            raise ValueError("ACCESS_TOKEN_TTL must be between 30 seconds and 1 day")
+        return ttl
+
+    @model_validator(mode="after")
+    def _require_secret_key(self) -> Settings:
+        if self.secret_key is None:
+            if self.environment == "production":
+                raise ValueError(
+                    "SECRET_KEY is required in production: set it to a random string of at "
+                    "least 32 bytes, e.g. the output of `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'`"
+                )
+            object.__setattr__(self, "secret_key", SecretStr(_load_or_create_key_file(self)))
+        assert self.secret_key is not None
+        if len(self.secret_key.get_secret_value().encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        return self
+
+    @property
+    def signing_key(self) -> str:
+        assert self.secret_key is not None  # guaranteed by _require_secret_key
+        return self.secret_key.get_secret_value()
+
+
+def _load_or_create_key_file(settings: Settings) -> str:
+    """Create the development key once (mode 0600) so tokens survive restarts."""
+    path = settings.secret_key_file
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text().strip()
+        if not key:
+            raise ValueError(f"secret key file {path} is empty: delete it to regenerate") from None
+        return key
+    except OSError as exc:
+        raise ValueError(f"cannot create the secret key file {path}: {exc.strerror}") from None
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,165 @@
+"""Domain errors and the handlers that render every error as ``{"detail", "code"}``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("app.errors")
+
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class AppError(Exception):
+    """An error the API answers on purpose. Services raise these; they know nothing of HTTP
+    beyond the status each kind maps to."""
+
+    status_code: int = 400
+    code: str = "bad_request"
+    detail: str = "Bad request"
+    headers: Mapping[str, str] | None = None
+
+    def __init__(self, detail: str | None = None) -> None:
+        if detail is not None:
+            self.detail = detail
+        super().__init__(self.detail)
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    detail = "Not authenticated"
+    headers = BEARER_CHALLENGE
+
+
+class InvalidToken(NotAuthenticated):
+    code = "invalid_token"
+    detail = "Invalid or expired token"
+
+
+class InactiveUser(NotAuthenticated):
+    code = "inactive_user"
+    detail = "User account is disabled"
+
+
+class InvalidCredentials(NotAuthenticated):
+    code = "invalid_credentials"
+    detail = "Incorrect username or password"
+
+
+class UserNotFound(AppError):
+    status_code = 404
+    code = "user_not_found"
+    detail = "User not found"
+
+
+class UsernameTaken(AppError):
+    status_code = 409
+    code = "username_taken"
+    detail = "A user with that username already exists"
+
+
+class EmailTaken(AppError):
+    status_code = 409
+    code = "email_taken"
+    detail = "A user with that email already exists"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    detail = "Send application/json or application/x-www-form-urlencoded"
+
+
+class PasswordRejected(AppError):
+    """The password breaks a password rule; rendered like any other 422 on that field."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, problems: Sequence[tuple[str, str]], field: str = "password") -> None:
+        self.problems = list(problems)
+        self.field = field
+        super().__init__("; ".join(message for _, message in self.problems))
+
+
+def _error_body(detail: Any, code: str) -> dict[str, Any]:
+    return {"detail": detail, "code": code}
+
+
+def _code_for_status(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def _safe_validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's 422 list without ``input`` (it may be a password) and with a plain ``ctx``."""
+    cleaned: list[dict[str, Any]] = []
+    for error in errors:
+        item: dict[str, Any] = {
+            "type": error.get("type", "value_error"),
+            "loc": list(error.get("loc", ())),
+            "msg": error.get("msg", "Invalid value"),
+        }
+        ctx = error.get("ctx")
+        if ctx:
+            item["ctx"] = {
+                key: value if isinstance(value, int | float | str | bool) else str(value)
+                for key, value in ctx.items()
+                if key != "error"
+            }
+        cleaned.append(item)
+    return cleaned
+
+
+async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    if isinstance(exc, PasswordRejected):
+        detail: Any = [
+            {"type": code, "loc": ["body", exc.field], "msg": message}
+            for code, message in exc.problems
+        ]
+    else:
+        detail = exc.detail
+    return JSONResponse(
+        _error_body(detail, exc.code), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        _error_body(exc.detail, _code_for_status(exc.status_code)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        _error_body(_safe_validation_errors(exc.errors()), "validation_error"), status_code=422
+    )
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.error(
+        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return JSONResponse(_error_body("Internal server error", "internal_error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(Exception, _unexpected_error_handler)

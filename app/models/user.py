@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Integer, String, false, text, true
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+# Column sizes of Django's AbstractUser and of the model we replace; the schemas mirror them.
+USERNAME_MAX = 150
+PASSWORD_HASH_MAX = 128
+EMAIL_MAX = 200
+NAME_MAX = 200
+PHONE_MAX = 10
+AVATAR_MAX = 255
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    # BIGINT on PostgreSQL (Django's BigAutoField); SQLite needs INTEGER to alias the rowid.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
+    password: Mapped[str] = mapped_column(String(PASSWORD_HASH_MAX))
+    # Stored normalised (trimmed, lower-cased), so the unique constraint is case-insensitive.
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)
+    first_name: Mapped[str] = mapped_column(String(NAME_MAX), default="", server_default=text("''"))
+    last_name: Mapped[str] = mapped_column(String(NAME_MAX), default="", server_default=text("''"))
+    number_phone: Mapped[str] = mapped_column(String(PHONE_MAX), default="", server_default=text("''"))
+    avatar: Mapped[str | None] = mapped_column(String(AVATAR_MAX), default=None)
+    date_joined: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_login: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    is_staff: Mapped[bool] = mapped_column(default=False, server_default=false())
+    is_superuser: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    def __repr__(self) -> str:  # never include the password hash
+        return f"<User id={self.id} username={self.username!r}>"

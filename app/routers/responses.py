@@ -1,0 +1,27 @@
+"""OpenAPI descriptions of the error responses, so /docs and generated clients show them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.schemas.errors import ErrorResponse, ValidationErrorResponse
+
+_DESCRIPTIONS = {
+    401: "Not authenticated: the bearer token is missing, malformed, badly signed, expired or "
+    "not an access token, or the user is inactive.",
+    403: "Authenticated but not allowed.",
+    404: "The token is valid but its user no longer exists.",
+    409: "The username or email is already taken.",
+    413: "The request body is larger than MAX_BODY_BYTES.",
+    415: "Unsupported Content-Type.",
+    422: "Invalid input.",
+    500: "Unexpected error; details are only in the server log.",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status_code in (*status_codes, 500):
+        model = ValidationErrorResponse if status_code == 422 else ErrorResponse
+        responses[status_code] = {"model": model, "description": _DESCRIPTIONS[status_code]}
+    return responses

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.schemas.fields import Email, PersonName, PhoneNumber, Username
+from app.services.password_policy import PASSWORD_MAX_LENGTH
+
+# Login accepts what older hashers may have stored (Django allows up to 4096 characters);
+# registration applies the password rules, which cap new passwords at 128.
+LOGIN_PASSWORD_MAX = 4096
+LOGIN_IDENTIFIER_MAX = 254
+
+NewPassword = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=PASSWORD_MAX_LENGTH,
+        description="8 to 128 characters, not entirely numeric, not a common password, "
+        "not too similar to the username, email or names.",
+        json_schema_extra={"format": "password", "writeOnly": True},
+    ),
+]
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username
+    email: Email
+    password: NewPassword
+    first_name: PersonName = ""
+    last_name: PersonName = ""
+    number_phone: PhoneNumber = ""
+
+
+class LoginRequest(BaseModel):
+    """JSON login body. ``username`` may be the username or the email address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_IDENTIFIER_MAX)]
+    password: Annotated[
+        str,
+        Field(min_length=1, max_length=LOGIN_PASSWORD_MAX, json_schema_extra={"format": "password"}),
+    ]
+
+
+class LoginForm(LoginRequest):
+    """OAuth2 password-grant form (what the /docs Authorize dialog sends)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    grant_type: Literal["password"] | None = None
+    scope: str = ""
+    client_id: str | None = None
+    client_secret: str | None = None
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Lifetime of the access token in seconds.")

@@ -1,0 +1,67 @@
+"""Field types shared by request schemas; limits mirror the columns in app/models/user.py."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+from app.models.user import EMAIL_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX
+
+USERNAME_PATTERN = r"^[\w.@+-]+$"
+
+
+def reject_control_characters(value: str) -> str:
+    """NUL and other control characters: PostgreSQL refuses NUL, and none belongs in a name."""
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def normalize_username(value: object) -> object:
+    # Django normalises usernames with NFKC, so look-alike compatibility forms collide.
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+
+def normalize_email(value: str) -> str:
+    """Trim and lower-case; stored and compared this way so uniqueness ignores case."""
+    value = value.strip()
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"value is not a valid email address: {exc}") from None
+    return value.lower()
+
+
+Username = Annotated[
+    str,
+    BeforeValidator(normalize_username),
+    StringConstraints(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN),
+    Field(
+        description="Letters, digits and @ . + - _ only (Django's rule).",
+        examples=["alice"],
+    ),
+]
+Email = Annotated[
+    str,
+    AfterValidator(reject_control_characters),
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=EMAIL_MAX),
+    AfterValidator(normalize_email),
+    Field(
+        json_schema_extra={"format": "email"},
+        description="Stored trimmed and lower-cased; unique regardless of case.",
+        examples=["alice@example.com"],
+    ),
+]
+PersonName = Annotated[
+    str,
+    AfterValidator(reject_control_characters),
+    StringConstraints(strip_whitespace=True, max_length=NAME_MAX),
+]
+PhoneNumber = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=PHONE_MAX, pattern=r"^[0-9]*$"),
+    Field(description="Digits only, at most 10; empty when unknown.", examples=["5551234567"]),
+]

@@ -1,0 +1,55 @@
+"""Registration and authentication rules."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import EmailTaken, InvalidCredentials, PasswordRejected, UsernameTaken
+from app.core.security import PasswordHasher
+from app.models.base import utcnow
+from app.models.user import User
+from app.repositories import users as users_repo
+from app.schemas.auth import RegisterRequest
+from app.services.password_policy import password_problems
+
+
+async def register(session: AsyncSession, hasher: PasswordHasher, data: RegisterRequest) -> User:
+    problems = password_problems(
+        data.password,
+        [
+            ("username", data.username),
+            ("email address", data.email),
+            ("first name", data.first_name),
+            ("last name", data.last_name),
+        ],
+    )
+    if problems:
+        raise PasswordRejected(problems)
+    existing = await users_repo.find_conflict(session, data.username, data.email)
+    if existing is not None:
+        raise UsernameTaken() if existing.username == data.username else EmailTaken()
+    user = User(
+        username=data.username,
+        email=data.email,
+        password=await hasher.hash(data.password),
+        first_name=data.first_name,
+        last_name=data.last_name,
+        number_phone=data.number_phone,
+    )
+    # The check above gives the common case a clear answer; the unique constraints decide races.
+    return await users_repo.add(session, user)
+
+
+async def authenticate(
+    session: AsyncSession, hasher: PasswordHasher, identifier: str, password: str
+) -> User:
+    """The active user with these credentials; every failure looks the same and costs the same."""
+    user = await users_repo.get_by_login(session, identifier)
+    check = await hasher.verify(password, user.password if user is not None else None)
+    if user is None or not check.valid or not user.is_active:
+        raise InvalidCredentials()
+    if check.new_hash is not None:
+        user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
+    user.last_login = utcnow()
+    await session.flush()
+    return user
