@@ -138,7 +138,7 @@ async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
 async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return JSONResponse(
-        _error_body(exc.detail, _code_for_status(exc.status_code)),
+        _error_body(exc.detail, getattr(exc, "code", None) or _code_for_status(exc.status_code)),
         status_code=exc.status_code,
         headers=exc.headers,
     )

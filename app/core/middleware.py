@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+BODY_TOO_LARGE_CODE = "request_too_large"
 
-class _BodyTooLarge(Exception):
-    pass
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing re-raises it
+    (anything else becomes a 400) and the app's error handler renders it."""
+
+    code = BODY_TOO_LARGE_CODE
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(status_code=413, detail=f"Request body exceeds {max_bytes} bytes")
 
 
 class BodySizeLimitMiddleware:
@@ -39,7 +48,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -50,7 +59,7 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             if response_started:
                 raise
             await _send_too_large(send, self.max_bytes)
@@ -58,7 +67,7 @@ class BodySizeLimitMiddleware:
 
 async def _send_too_large(send: Send, max_bytes: int) -> None:
     body = json.dumps(
-        {"detail": f"Request body exceeds {max_bytes} bytes", "code": "request_too_large"}
+        {"detail": BodyTooLarge(max_bytes).detail, "code": BODY_TOO_LARGE_CODE}
     ).encode()
     await send(
         {

@@ -1,0 +1,138 @@
+"""Every test that uses ``database_url`` runs on SQLite and on PostgreSQL.
+
+PostgreSQL is the server at ``TEST_POSTGRES_URL`` (default: the local one); each test run
+creates its own database there and builds the schema with ``alembic upgrade head``. When
+PostgreSQL is unreachable its tests are skipped, unless ``USERSERVICE_REQUIRE_POSTGRES=1``
+(CI), which turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.cli import migrate
+from app.core.config import Settings
+from app.main import create_app
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_POSTGRES = os.environ.get("USERSERVICE_REQUIRE_POSTGRES") == "1"
+TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+PASSWORD = "a-Strong-passphrase-17"
+
+
+async def _pg_admin(statement: str) -> None:
+    connection = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _asyncpg_url(database: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + database
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty database of each backend, shared by the session."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+        migrate(url)
+        yield url
+        return
+    name = f"userservice_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL at {PG_ADMIN_URL} is not usable: {exc!r}"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = _asyncpg_url(name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith("postgresql")
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        secret_key_file=tmp_path / "unused-key",
+    )
+
+
+async def _empty_tables(app: FastAPI) -> None:
+    async with app.state.engine.begin() as connection:
+        if app.state.engine.dialect.name == "postgresql":
+            await connection.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
+        else:
+            await connection.execute(text("DELETE FROM users"))
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        await _empty_tables(application)
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def user_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "username": "alice",
+        "email": "alice@example.com",
+        "password": PASSWORD,
+        "first_name": "Alice",
+        "last_name": "Liddell",
+        "number_phone": "5551234567",
+    }
+    payload.update(overrides)
+    return payload
+
+
+async def register(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/api/v1/auth/register", json=user_payload(**overrides))
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(client: httpx.AsyncClient, username: str = "alice", password: str = PASSWORD) -> str:
+    response = await client.post(
+        "/api/v1/auth/token", json={"username": username, "password": password}
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

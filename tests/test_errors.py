@@ -1,0 +1,95 @@
+"""Error rendering: body limits, unexpected errors, unknown routes and methods."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import user_payload
+
+REGISTER = "/api/v1/auth/register"
+
+
+async def test_body_over_the_limit_is_413_from_content_length(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    limit = app.state.settings.max_body_bytes
+    payload = user_payload(first_name="x" * 10)
+    padding = " " * (limit + 1)
+    response = await client.post(
+        REGISTER,
+        content=padding.encode() + httpx.Request("POST", "/", json=payload).content,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
+    count = await client.post(
+        "/api/v1/auth/token", json={"username": "alice", "password": payload["password"]}
+    )
+    assert count.status_code == 401  # nothing was registered
+
+
+async def test_streamed_body_over_the_limit_is_413(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    limit = app.state.settings.max_body_bytes
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"username": "'
+        for _ in range(limit // 65536 + 2):
+            sent += 65536
+            yield b"a" * 65536
+
+    response = await client.post(
+        REGISTER, content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
+
+
+async def test_invalid_content_length_is_413(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        REGISTER, content=b"{}", headers={"content-length": "abc", "content-type": "application/json"}
+    )
+    assert response.status_code in (400, 413)
+
+
+async def test_body_at_the_limit_is_read(client: httpx.AsyncClient, app: FastAPI) -> None:
+    limit = app.state.settings.max_body_bytes
+    body = httpx.Request("POST", "/", json=user_payload()).content
+    content = body + b" " * (limit - len(body))
+    response = await client.post(
+        REGISTER, content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201
+
+
+async def test_unexpected_errors_are_a_generic_500(
+    app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode() -> None:
+        raise RuntimeError("secret internal detail")
+
+    app.add_api_route("/boom", explode)
+    response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
+    assert "secret internal detail" not in response.text
+    assert "secret internal detail" in caplog.text
+
+
+async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/nope")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found", "code": "not_found"}
+
+
+async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/api/v1/auth/token")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"

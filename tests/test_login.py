@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from passlib.hash import django_argon2, django_bcrypt_sha256, django_pbkdf2_sha256
+from sqlalchemy import select, update
+
+from app.models import User
+from tests.conftest import PASSWORD, bearer, register
+
+TOKEN = "/api/v1/auth/token"
+
+
+async def stored_hash(app: FastAPI, username: str = "alice") -> str:
+    async with app.state.sessionmaker() as session:
+        value = await session.scalar(select(User.password).where(User.username == username))
+    assert value is not None
+    return value
+
+
+async def set_columns(app: FastAPI, username: str = "alice", **values: object) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(User).where(User.username == username).values(**values))
+
+
+async def test_json_login(client: httpx.AsyncClient) -> None:
+    await register(client)
+    response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 900
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_form_login_as_the_docs_authorize_dialog_sends_it(client: httpx.AsyncClient) -> None:
+    await register(client)
+    response = await client.post(
+        TOKEN,
+        data={"grant_type": "password", "username": "alice", "password": PASSWORD, "scope": ""},
+    )
+    assert response.status_code == 200
+    token = response.json()["access_token"]
+    profile = await client.get("/api/v1/users/profile", headers=bearer(token))
+    assert profile.status_code == 200
+
+
+@pytest.mark.parametrize("identifier", ["alice@example.com", "ALICE@Example.com"])
+async def test_login_with_email(client: httpx.AsyncClient, identifier: str) -> None:
+    await register(client)
+    response = await client.post(TOKEN, json={"username": identifier, "password": PASSWORD})
+    assert response.status_code == 200
+
+
+async def test_login_sets_last_login(client: httpx.AsyncClient) -> None:
+    await register(client)
+    response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    profile = await client.get(
+        "/api/v1/users/profile", headers=bearer(response.json()["access_token"])
+    )
+    last_login = datetime.fromisoformat(profile.json()["last_login"])
+    assert last_login.tzinfo is not None
+    assert last_login >= datetime.fromisoformat(profile.json()["date_joined"])
+
+
+async def test_failures_look_the_same(client: httpx.AsyncClient, app: FastAPI) -> None:
+    await register(client)
+    await register(client, username="inactive", email="inactive@example.com")
+    await set_columns(app, "inactive", is_active=False)
+    answers = [
+        await client.post(TOKEN, json={"username": "alice", "password": "wrong-password"}),
+        await client.post(TOKEN, json={"username": "nobody", "password": PASSWORD}),
+        await client.post(TOKEN, json={"username": "inactive", "password": PASSWORD}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert answer.json() == {
+            "detail": "Incorrect username or password",
+            "code": "invalid_credentials",
+        }
+
+
+@pytest.mark.parametrize(
+    "legacy_hash",
+    [
+        django_pbkdf2_sha256.using(rounds=1000).hash(PASSWORD),
+        django_pbkdf2_sha256.using(rounds=870000).hash(PASSWORD),
+        django_argon2.hash(PASSWORD),
+        django_bcrypt_sha256.hash(PASSWORD),
+    ],
+    ids=["pbkdf2-1000", "pbkdf2-870000", "argon2", "bcrypt_sha256"],
+)
+async def test_django_hashes_log_in_and_are_upgraded(
+    client: httpx.AsyncClient, app: FastAPI, legacy_hash: str
+) -> None:
+    await register(client)
+    await set_columns(app, password=legacy_hash)
+    response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200
+    upgraded = await stored_hash(app)
+    assert upgraded.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    wrong = await client.post(TOKEN, json={"username": "alice", "password": "not-it-at-all"})
+    assert wrong.status_code == 401
+    again = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    assert again.status_code == 200
+
+
+async def test_wrong_password_does_not_upgrade_a_django_hash(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await register(client)
+    legacy = django_pbkdf2_sha256.using(rounds=1000).hash(PASSWORD)
+    await set_columns(app, password=legacy)
+    response = await client.post(TOKEN, json={"username": "alice", "password": "bad-password"})
+    assert response.status_code == 401
+    assert await stored_hash(app) == legacy
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    ["!", "!q3bz1VQGlCWnOyBYgRVmYpzNyBnTjUnUUFSg4zNh", "md5$unknown$format", "garbage", ""],
+)
+async def test_unusable_or_unknown_hashes_get_the_generic_401(
+    client: httpx.AsyncClient, app: FastAPI, unusable: str
+) -> None:
+    await register(client)
+    await set_columns(app, password=unusable)
+    response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"
+
+
+async def test_username_that_looks_like_an_email_wins_over_email(
+    client: httpx.AsyncClient,
+) -> None:
+    await register(client, username="bob@example.com", email="bob-real@example.com",
+                   password="another-Good-pass-31")
+    await register(client, username="bob", email="bob@example.com")
+    first = await client.post(
+        TOKEN, json={"username": "bob@example.com", "password": "another-Good-pass-31"}
+    )
+    assert first.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ({"username": "alice"}, "json"),
+        ({"username": "alice", "password": ""}, "json"),
+        ({"username": "alice", "password": PASSWORD, "is_staff": True}, "json"),
+        ({"username": "a" * 300, "password": PASSWORD}, "json"),
+        ({"username": "alice", "password": "x" * 5000}, "json"),
+        ({"password": PASSWORD}, "form"),
+        ({"username": "alice", "password": PASSWORD, "grant_type": "client_credentials"}, "form"),
+    ],
+)
+async def test_invalid_login_input_is_422(
+    client: httpx.AsyncClient, body: dict[str, object], content_type: str
+) -> None:
+    if content_type == "json":
+        response = await client.post(TOKEN, json=body)
+    else:
+        response = await client.post(TOKEN, data=body)
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
+    assert PASSWORD not in response.text
+
+
+async def test_login_malformed_json_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        TOKEN, content=b'{"username": ', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", None])
+async def test_login_other_content_types_are_415(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post(TOKEN, content=b"username=alice", headers=headers)
+    assert response.status_code == 415
+    assert response.json()["code"] == "unsupported_media_type"

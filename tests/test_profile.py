@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from jose import jwt
+from sqlalchemy import delete, update
+
+from app.models import User
+from tests.conftest import TEST_SECRET_KEY, bearer, login, register
+from tests.test_register import PUBLIC_FIELDS
+
+PROFILE = "/api/v1/users/profile"
+
+
+def b64(data: dict[str, Any] | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def claims(user_id: int, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    values: dict[str, Any] = {
+        "sub": str(user_id), "iat": now, "exp": now + 600, "jti": "abc", "type": "access",
+    }
+    values.update(overrides)
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def sign(payload: dict[str, Any], key: str = TEST_SECRET_KEY, algorithm: str = "HS256") -> str:
+    return jwt.encode(payload, key, algorithm=algorithm)
+
+
+@pytest.fixture
+async def alice(client: httpx.AsyncClient) -> dict[str, Any]:
+    user = await register(client)
+    user["token"] = await login(client)
+    return user
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_profile_returns_exactly_the_public_fields(
+    client: httpx.AsyncClient, alice: dict[str, Any], method: str
+) -> None:
+    response = await client.request(method, PROFILE, headers=bearer(alice["token"]))
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == PUBLIC_FIELDS
+    assert body["id"] == alice["id"]
+    assert body["username"] == "alice"
+    assert body["email"] == "alice@example.com"
+    assert body["last_login"] is not None
+    assert "password" not in response.text
+    assert "argon2" not in response.text
+
+
+@pytest.mark.parametrize("content", [b"", b"{}", b'{"anything": 1}'])
+async def test_post_profile_accepts_empty_or_any_json_body(
+    client: httpx.AsyncClient, alice: dict[str, Any], content: bytes
+) -> None:
+    response = await client.post(
+        PROFILE,
+        content=content,
+        headers={**bearer(alice["token"]), "content-type": "application/json"},
+    )
+    assert response.status_code == 200
+    assert response.json()["username"] == "alice"
+
+
+async def test_profile_a_token_with_a_tampered_claim_is_401(
+    client: httpx.AsyncClient, alice: dict[str, Any]
+) -> None:
+    header, _, signature = alice["token"].split(".")
+    forged = ".".join([header, b64(claims(alice["id"] + 1)), signature])
+    response = await client.get(PROFILE, headers=bearer(forged))
+    assert response.status_code == 401
+
+
+def forged_tokens(user_id: int) -> dict[str, str]:
+    now = int(time.time())
+    good = claims(user_id)
+    return {
+        "alg-none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(good)}.",
+        "alg-none-with-signature": f"{b64({'alg': 'none'})}.{b64(good)}.c2ln",
+        "other-key": sign(good, key="another-secret-key-that-is-long-enough-42"),
+        "other-hmac-alg": sign(good, algorithm="HS512"),
+        "alg-not-a-string": f"{b64({'alg': ['HS256']})}.{b64(good)}.c2ln",
+        "header-not-json": f"{b64(b'nope')}.{b64(good)}.c2ln",
+        "payload-not-json": f"{b64({'alg': 'HS256'})}.{b64(b'[1,2')}.c2ln",
+        "expired": sign(claims(user_id, iat=now - 1000, exp=now - 10)),
+        "no-exp": sign(claims(user_id, exp=None)),
+        "no-sub": sign(claims(user_id, sub=None)),
+        "no-type": sign(claims(user_id, type=None)),
+        "no-jti": sign(claims(user_id, jti=None)),
+        "no-iat": sign(claims(user_id, iat=None)),
+        "refresh-type": sign(claims(user_id, type="refresh")),
+        "sub-not-a-number": sign(claims(user_id, sub="alice")),
+        "sub-int-not-string": sign(claims(user_id, sub=user_id)),
+        "sub-negative": sign(claims(user_id, sub="-1")),
+        "sub-too-big": sign(claims(user_id, sub="9" * 30)),
+        "exp-string": sign(claims(user_id, exp="tomorrow")),
+        "nbf-future": sign(claims(user_id, nbf=now + 3600)),
+        "two-parts": "abc.def",
+        "garbage": "not a token",
+        "empty-segments": "..",
+    }
+
+
+@pytest.mark.parametrize("case", list(forged_tokens(1)))
+async def test_forged_or_invalid_tokens_are_401(
+    client: httpx.AsyncClient, alice: dict[str, Any], case: str
+) -> None:
+    token = forged_tokens(alice["id"])[case]
+    response = await client.post(PROFILE, headers=bearer(token))
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["code"] == "invalid_token"
+
+
+async def test_a_correctly_signed_token_is_accepted(
+    client: httpx.AsyncClient, alice: dict[str, Any]
+) -> None:
+    """Guards the forged-token cases above: the same builder with nothing wrong passes."""
+    response = await client.post(PROFILE, headers=bearer(sign(claims(alice["id"]))))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic YWxpY2U6cGFzcw=="},
+        {"Authorization": "Token abc"},
+    ],
+)
+async def test_missing_or_non_bearer_authorization_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await client.get(PROFILE, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json() == {"detail": "Not authenticated", "code": "not_authenticated"}
+
+
+async def test_oversized_authorization_header_is_401(
+    client: httpx.AsyncClient, alice: dict[str, Any]
+) -> None:
+    response = await client.get(PROFILE, headers=bearer(alice["token"] + "A" * 9000))
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Authorization header too large"
+
+
+async def test_inactive_user_is_401(
+    client: httpx.AsyncClient, app: FastAPI, alice: dict[str, Any]
+) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(User).values(is_active=False))
+    response = await client.get(PROFILE, headers=bearer(alice["token"]))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["code"] == "inactive_user"
+
+
+async def test_deleted_user_is_404(
+    client: httpx.AsyncClient, app: FastAPI, alice: dict[str, Any]
+) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(delete(User))
+    response = await client.post(PROFILE, headers=bearer(alice["token"]))
+    assert response.status_code == 404
+    assert response.json() == {"detail": "User not found", "code": "user_not_found"}
