@@ -12,6 +12,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,11 @@ def _asyncpg_url(database: str) -> str:
     return base.replace("postgresql://", "postgresql+asyncpg://", 1) + "/" + database
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated, empty database of each backend, shared by the session."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
-        migrate(url)
-        yield url
+@contextmanager
+def new_database(backend: str, directory: Path) -> Iterator[str]:
+    """An empty database of ``backend``, dropped afterwards; skips or fails if PostgreSQL is down."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / f'{uuid.uuid4().hex}.db'}"
         return
     name = f"userservice_test_{uuid.uuid4().hex[:12]}"
     try:
@@ -60,12 +59,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         if REQUIRE_POSTGRES:
             pytest.fail(message)
         pytest.skip(message)
-    url = _asyncpg_url(name)
     try:
-        migrate(url)
-        yield url
+        yield _asyncpg_url(name)
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database of each backend, shared by the session (tables emptied per test)."""
+    with new_database(request.param, tmp_path_factory.mktemp("db")) as url:
+        migrate(url)
+        yield url
 
 
 def is_postgres(url: str) -> bool:

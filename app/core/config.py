@@ -19,7 +19,10 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./userservice.db"
 class DatabaseSettings(BaseSettings):
     """The part of the settings that migrations need (no secrets required)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused SECRET_KEY must not be printed back.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         default=DEFAULT_DATABASE_URL,
@@ -80,6 +83,11 @@ class Settings(DatabaseSettings):
                     f"CORS_ORIGINS entries must be explicit http(s) origins, got {origin!r}"
                 )
         return origins
+
+    @field_validator("access_token_ttl", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     @field_validator("access_token_ttl")
     @classmethod

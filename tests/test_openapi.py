@@ -1,0 +1,95 @@
+"""The OpenAPI schema is what frontends generate clients from: it must be complete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET_KEY
+from app.core.config import Settings
+from app.main import create_app
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    settings = Settings(_env_file=None, secret_key=TEST_SECRET_KEY)  # type: ignore[call-arg]
+    return create_app(settings).openapi()
+
+
+def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def test_operation_ids_are_unique_and_readable(schema: dict[str, Any]) -> None:
+    ids = [operation["operationId"] for _, _, operation in operations(schema)]
+    assert len(ids) == len(set(ids))
+    assert {"register", "login", "get_profile", "post_profile", "healthz"} <= set(ids)
+
+
+def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
+    expected = {
+        ("/api/v1/auth/register", "post"): {"201", "409", "413", "422", "500"},
+        ("/api/v1/auth/token", "post"): {"200", "401", "413", "415", "422", "500"},
+        ("/api/v1/users/profile", "post"): {"200", "401", "404", "500"},
+        ("/api/v1/users/profile", "get"): {"200", "401", "404", "500"},
+    }
+    for path, method, operation in operations(schema):
+        if not path.startswith("/api/"):
+            continue
+        assert set(operation["responses"]) == expected[(path, method)], (path, method)
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                ref = response["content"]["application/json"]["schema"]["$ref"]
+                assert ref.rsplit("/", 1)[1] in ("ErrorResponse", "ValidationErrorResponse")
+
+
+def test_login_documents_json_and_form_bodies(schema: dict[str, Any]) -> None:
+    content = schema["paths"]["/api/v1/auth/token"]["post"]["requestBody"]["content"]
+    assert content["application/json"]["schema"]["$ref"] == "#/components/schemas/LoginRequest"
+    form_ref = content["application/x-www-form-urlencoded"]["schema"]["$ref"]
+    assert form_ref == "#/components/schemas/LoginForm"
+    components = schema["components"]["schemas"]
+    assert {"LoginRequest", "LoginForm", "RegisterRequest", "UserRead", "Token"} <= set(components)
+    assert set(components["LoginForm"]["properties"]) >= {"username", "password", "grant_type"}
+
+
+def test_profile_uses_the_bearer_scheme_with_the_token_url(schema: dict[str, Any]) -> None:
+    schemes = schema["components"]["securitySchemes"]
+    (scheme,) = schemes.values()
+    assert scheme["flows"]["password"]["tokenUrl"] == "/api/v1/auth/token"
+    for method in ("get", "post"):
+        assert schema["paths"]["/api/v1/users/profile"][method]["security"]
+
+
+def test_user_read_has_exactly_the_twelve_fields(schema: dict[str, Any]) -> None:
+    fields = set(schema["components"]["schemas"]["UserRead"]["properties"])
+    assert fields == {
+        "id", "username", "email", "first_name", "last_name", "number_phone", "avatar",
+        "date_joined", "last_login", "is_active", "is_staff", "is_superuser",
+    }
+
+
+def test_register_field_limits_mirror_the_columns(schema: dict[str, Any]) -> None:
+    properties = schema["components"]["schemas"]["RegisterRequest"]["properties"]
+    assert properties["username"]["maxLength"] == 150
+    assert properties["email"]["maxLength"] == 200
+    assert properties["first_name"]["maxLength"] == 200
+    assert properties["last_name"]["maxLength"] == 200
+    assert properties["number_phone"]["maxLength"] == 10
+    assert properties["password"]["maxLength"] == 128
+    assert schema["components"]["schemas"]["RegisterRequest"]["additionalProperties"] is False
+
+
+async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    spec = await client.get("/openapi.json")
+    assert spec.status_code == 200
+    assert spec.json()["info"]["title"] == "userservice"
