@@ -17,7 +17,7 @@ from pydantic import ValidationError
 import app as app_package
 from app.core.config import DatabaseSettings, Settings
 
-SUPERUSER_PASSWORD_ENV = "USERSERVICE_SUPERUSER_PASSWORD"
+SUPERUSER_PASSWORD_ENV = "USERSERVICE_SUPERUSER_PASSWORD"  # noqa: S105 (a variable name)
 S = TypeVar("S", bound=DatabaseSettings)
 
 

@@ -15,7 +15,7 @@ from app.core.security import PasswordHasher, TokenCodec
 from app.models.user import User
 from app.repositories import users as users_repo
 
-TOKEN_URL = "/api/v1/auth/token"
+TOKEN_URL = "/api/v1/auth/token"  # noqa: S105
 MAX_AUTHORIZATION_HEADER = 8192
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -43,9 +43,7 @@ TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
 
-async def get_bearer_token(
-    request: Request, token: Annotated[str | None, Depends(_bearer)]
-) -> str:
+async def get_bearer_token(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> str:
     # Oversized headers are refused before the token is decoded.
     if len(request.headers.get("authorization", "")) > MAX_AUTHORIZATION_HEADER:
         raise NotAuthenticated("Authorization header too large")

@@ -82,9 +82,7 @@ def _include_extra_schemas(app: FastAPI, *models: Any) -> None:
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in models:
-                model_schema = model.model_json_schema(
-                    ref_template="#/components/schemas/{model}"
-                )
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 for name, definition in model_schema.pop("$defs", {}).items():
                     components.setdefault(name, definition)
                 components[model.__name__] = model_schema

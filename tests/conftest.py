@@ -47,7 +47,10 @@ def _asyncpg_url(database: str) -> str:
 
 @contextmanager
 def new_database(backend: str, directory: Path) -> Iterator[str]:
-    """An empty database of ``backend``, dropped afterwards; skips or fails if PostgreSQL is down."""
+    """An empty database of ``backend``, dropped afterwards.
+
+    Skips, or fails under USERSERVICE_REQUIRE_POSTGRES=1, when PostgreSQL is down.
+    """
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{directory / f'{uuid.uuid4().hex}.db'}"
         return
@@ -82,7 +85,7 @@ def is_postgres(url: str) -> bool:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
         secret_key_file=tmp_path / "unused-key",
@@ -132,7 +135,9 @@ async def register(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any
     return body
 
 
-async def login(client: httpx.AsyncClient, username: str = "alice", password: str = PASSWORD) -> str:
+async def login(
+    client: httpx.AsyncClient, username: str = "alice", password: str = PASSWORD
+) -> str:
     response = await client.post(
         "/api/v1/auth/token", json={"username": username, "password": password}
     )

@@ -90,7 +90,12 @@ def test_serve_refuses_to_start_with_a_clear_message(tmp_path: Path) -> None:
     env["ENVIRONMENT"] = "production"
     result = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--port", "1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr

@@ -32,9 +32,7 @@ async def test_body_over_the_limit_is_413_from_content_length(
     assert count.status_code == 401  # nothing was registered
 
 
-async def test_streamed_body_over_the_limit_is_413(
-    client: httpx.AsyncClient, app: FastAPI
-) -> None:
+async def test_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient, app: FastAPI) -> None:
     limit = app.state.settings.max_body_bytes
     sent = 0
 
@@ -54,7 +52,9 @@ async def test_streamed_body_over_the_limit_is_413(
 
 async def test_invalid_content_length_is_413(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        REGISTER, content=b"{}", headers={"content-length": "abc", "content-type": "application/json"}
+        REGISTER,
+        content=b"{}",
+        headers={"content-length": "abc", "content-type": "application/json"},
     )
     assert response.status_code in (400, 413)
 

@@ -17,7 +17,7 @@ TOKEN = "/api/v1/auth/token"
 async def stored_hash(app: FastAPI, username: str = "alice") -> str:
     async with app.state.sessionmaker() as session:
         value = await session.scalar(select(User.password).where(User.username == username))
-    assert value is not None
+    assert isinstance(value, str)
     return value
 
 
@@ -138,8 +138,12 @@ async def test_unusable_or_unknown_hashes_get_the_generic_401(
 async def test_username_that_looks_like_an_email_wins_over_email(
     client: httpx.AsyncClient,
 ) -> None:
-    await register(client, username="bob@example.com", email="bob-real@example.com",
-                   password="another-Good-pass-31")
+    await register(
+        client,
+        username="bob@example.com",
+        email="bob-real@example.com",
+        password="another-Good-pass-31",
+    )
     await register(client, username="bob", email="bob@example.com")
     first = await client.post(
         TOKEN, json={"username": "bob@example.com", "password": "another-Good-pass-31"}

@@ -7,14 +7,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET_KEY
 from app.core.config import Settings
 from app.main import create_app
+from tests.conftest import TEST_SECRET_KEY
 
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    settings = Settings(_env_file=None, secret_key=TEST_SECRET_KEY)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, secret_key=TEST_SECRET_KEY)
     return create_app(settings).openapi()
 
 
@@ -70,8 +70,18 @@ def test_profile_uses_the_bearer_scheme_with_the_token_url(schema: dict[str, Any
 def test_user_read_has_exactly_the_twelve_fields(schema: dict[str, Any]) -> None:
     fields = set(schema["components"]["schemas"]["UserRead"]["properties"])
     assert fields == {
-        "id", "username", "email", "first_name", "last_name", "number_phone", "avatar",
-        "date_joined", "last_login", "is_active", "is_staff", "is_superuser",
+        "id",
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "number_phone",
+        "avatar",
+        "date_joined",
+        "last_login",
+        "is_active",
+        "is_staff",
+        "is_superuser",
     }
 
 

@@ -26,7 +26,11 @@ def b64(data: dict[str, Any] | bytes) -> str:
 def claims(user_id: int, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     values: dict[str, Any] = {
-        "sub": str(user_id), "iat": now, "exp": now + 600, "jti": "abc", "type": "access",
+        "sub": str(user_id),
+        "iat": now,
+        "exp": now + 600,
+        "jti": "abc",
+        "type": "access",
     }
     values.update(overrides)
     return {key: value for key, value in values.items() if value is not None}

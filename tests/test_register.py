@@ -87,8 +87,15 @@ async def test_duplicate_is_409(
 
 
 @pytest.mark.parametrize(
-    "extra", [{"is_superuser": True}, {"is_staff": True}, {"id": 7}, {"is_active": False},
-              {"date_joined": "2020-01-01T00:00:00Z"}, {"avatar": "x.png"}]
+    "extra",
+    [
+        {"is_superuser": True},
+        {"is_staff": True},
+        {"id": 7},
+        {"is_active": False},
+        {"date_joined": "2020-01-01T00:00:00Z"},
+        {"avatar": "x.png"},
+    ],
 )
 async def test_unknown_or_privileged_fields_are_422(
     client: httpx.AsyncClient, app: FastAPI, extra: dict[str, Any]
@@ -201,10 +208,18 @@ async def test_concurrent_registrations_with_one_email(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     """Ten at once, the email in different letter case: one 201, nine 409, one row."""
-    variants = ["carol@example.com", "Carol@example.com", "CAROL@example.com",
-                "carol@EXAMPLE.com", "cArol@example.com", "caRol@example.com",
-                "carOl@example.com", "caroL@example.com", "CaRoL@ExAmPlE.CoM",
-                " carol@example.com "]
+    variants = [
+        "carol@example.com",
+        "Carol@example.com",
+        "CAROL@example.com",
+        "carol@EXAMPLE.com",
+        "cArol@example.com",
+        "caRol@example.com",
+        "carOl@example.com",
+        "caroL@example.com",
+        "CaRoL@ExAmPlE.CoM",
+        " carol@example.com ",
+    ]
     responses = await asyncio.gather(
         *(
             client.post(REGISTER, json=user_payload(username=f"carol{i}", email=email))

@@ -8,6 +8,7 @@ Create Date: 2026-11-28
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "0001"
@@ -28,9 +29,13 @@ def upgrade() -> None:
         sa.Column("username", sa.String(length=150), nullable=False),
         sa.Column("password", sa.String(length=128), nullable=False),
         sa.Column("email", sa.String(length=200), nullable=False),
-        sa.Column("first_name", sa.String(length=200), server_default=sa.text("''"), nullable=False),
+        sa.Column(
+            "first_name", sa.String(length=200), server_default=sa.text("''"), nullable=False
+        ),
         sa.Column("last_name", sa.String(length=200), server_default=sa.text("''"), nullable=False),
-        sa.Column("number_phone", sa.String(length=10), server_default=sa.text("''"), nullable=False),
+        sa.Column(
+            "number_phone", sa.String(length=10), server_default=sa.text("''"), nullable=False
+        ),
         sa.Column("avatar", sa.String(length=255), nullable=True),
         sa.Column("date_joined", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_login", sa.DateTime(timezone=True), nullable=True),

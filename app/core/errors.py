@@ -152,9 +152,7 @@ async def _validation_error_handler(_request: Request, exc: Exception) -> JSONRe
 
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    logger.error(
-        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-    )
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(_error_body("Internal server error", "internal_error"), status_code=500)
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from jose import jwt
 from jose.exceptions import JOSEError
@@ -41,7 +41,7 @@ PASSWORD_CONTEXT = CryptContext(
     argon2__parallelism=1,
 )
 
-TOKEN_TYPE_ACCESS = "access"
+TOKEN_TYPE_ACCESS = "access"  # noqa: S105
 MAX_TOKEN_LENGTH = 8192
 _SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
 _MAX_ID = 2**63 - 1
@@ -61,14 +61,14 @@ class PasswordHasher:
 
     @cached_property
     def _dummy_hash(self) -> str:
-        return PASSWORD_CONTEXT.hash(secrets.token_urlsafe(24))
+        return cast(str, PASSWORD_CONTEXT.hash(secrets.token_urlsafe(24)))
 
     async def hash(self, password: str) -> str:
-        return await self._run(PASSWORD_CONTEXT.hash, password)
+        return cast(str, await self._run(PASSWORD_CONTEXT.hash, password))
 
     async def verify(self, password: str, stored_hash: str | None) -> PasswordCheck:
         """Verify against a stored hash; ``None`` (unknown user) costs a dummy verification."""
-        return await self._run(self._verify_sync, password, stored_hash)
+        return cast(PasswordCheck, await self._run(self._verify_sync, password, stored_hash))
 
     def _verify_sync(self, password: str, stored_hash: str | None) -> PasswordCheck:
         if stored_hash is None:
@@ -122,7 +122,9 @@ class TokenCodec:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken()
         try:
-            claims = jwt.decode(token, self._key, algorithms=self._algorithms, options=self._options)
+            claims = jwt.decode(
+                token, self._key, algorithms=self._algorithms, options=self._options
+            )
         except (JOSEError, ValueError, TypeError, KeyError, AttributeError):
             # JOSEError covers bad signatures, expiry and claims; the others are what
             # malformed headers or payloads have been seen to raise inside the library.

@@ -29,7 +29,9 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(EMAIL_MAX), unique=True)
     first_name: Mapped[str] = mapped_column(String(NAME_MAX), default="", server_default=text("''"))
     last_name: Mapped[str] = mapped_column(String(NAME_MAX), default="", server_default=text("''"))
-    number_phone: Mapped[str] = mapped_column(String(PHONE_MAX), default="", server_default=text("''"))
+    number_phone: Mapped[str] = mapped_column(
+        String(PHONE_MAX), default="", server_default=text("''")
+    )
     avatar: Mapped[str | None] = mapped_column(String(AVATAR_MAX), default=None)
     date_joined: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_login: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -43,7 +43,9 @@ class LoginRequest(BaseModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_IDENTIFIER_MAX)]
     password: Annotated[
         str,
-        Field(min_length=1, max_length=LOGIN_PASSWORD_MAX, json_schema_extra={"format": "password"}),
+        Field(
+            min_length=1, max_length=LOGIN_PASSWORD_MAX, json_schema_extra={"format": "password"}
+        ),
     ]
 
 
@@ -60,5 +62,5 @@ class LoginForm(LoginRequest):
 
 class Token(BaseModel):
     access_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int = Field(description="Lifetime of the access token in seconds.")

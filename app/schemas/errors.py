@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 
 class ErrorResponse(BaseModel):
     detail: str = Field(examples=["User not found"])
-    code: str = Field(description="Stable machine-readable error code.", examples=["user_not_found"])
+    code: str = Field(
+        description="Stable machine-readable error code.", examples=["user_not_found"]
+    )
 
 
 class ValidationErrorItem(BaseModel):

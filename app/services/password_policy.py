@@ -67,9 +67,7 @@ def password_problems(password: str, attributes: Iterable[tuple[str, str]] = ())
     lowered = password.lower()
     for name, value in attributes:
         if value and _too_similar(lowered, value):
-            problems.append(
-                ("password_too_similar", f"The password is too similar to the {name}.")
-            )
+            problems.append(("password_too_similar", f"The password is too similar to the {name}."))
             break
     if lowered.strip() in common_passwords():
         problems.append(("password_too_common", "This password is too common."))
