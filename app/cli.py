@@ -55,10 +55,20 @@ def _load_settings(settings_class: type[S]) -> S:
         raise CommandError(f"invalid configuration:\n{problems}") from None
 
 
+def _check_signing_keys(settings: Settings) -> None:
+    from app.core.security import TokenCodec
+
+    try:
+        TokenCodec(settings)
+    except ValueError as exc:
+        raise CommandError(f"invalid configuration:\n  signing key: {exc}") from None
+
+
 def serve(host: str, port: int, workers: int, reload: bool) -> None:
     import uvicorn
 
     settings = _load_settings(Settings)  # validates, and creates the development key file once
+    _check_signing_keys(settings)
     migrate(settings.database_url)
     uvicorn.run(
         "app.main:create_app",

@@ -8,12 +8,14 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import get_session
-from app.core.errors import InactiveUser, NotAuthenticated, UserNotFound
+from app.core.errors import NotAuthenticated
 from app.core.security import PasswordHasher, TokenCodec
 from app.models.user import User
-from app.repositories import users as users_repo
+from app.services import sessions
+from app.services.throttle import Throttle
 
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105
 MAX_AUTHORIZATION_HEADER = 8192
@@ -36,9 +38,28 @@ def get_token_codec(request: Request) -> TokenCodec:
     return codec
 
 
+def get_throttle(request: Request) -> Throttle:
+    throttle: Throttle = request.app.state.throttle
+    return throttle
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
+ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
+
+
+def get_client_address(request: Request, settings: SettingsDep) -> str:
+    """The peer address, or X-Forwarded-For's client when the peer is a TRUSTED_PROXIES."""
+    peer = request.client.host if request.client else "unknown"
+    if not settings.trusted_proxies:
+        return peer
+    return client_address(
+        peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxies
+    )
+
+
+ClientAddressDep = Annotated[str, Depends(get_client_address)]
 
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
@@ -57,14 +78,7 @@ async def get_current_user(
     session: SessionDep,
     codec: TokenCodecDep,
 ) -> User:
-    """401 for a bad token or an inactive user; 404 when a valid token's user is gone."""
-    user_id = codec.user_id_from_access_token(token)
-    user = await users_repo.get_by_id(session, user_id)
-    if user is None:
-        raise UserNotFound()
-    if not user.is_active:
-        raise InactiveUser()
-    return user
+    return await sessions.user_from_access_token(session, codec, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -14,10 +14,11 @@ from fastapi.routing import APIRoute
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
-from app.core.middleware import BodySizeLimitMiddleware
+from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.security import PasswordHasher, TokenCodec
-from app.routers import auth, health, users
+from app.routers import auth, health, keys, users
 from app.schemas.auth import LoginForm, LoginRequest
+from app.services.throttle import Throttle, create_storage
 
 API_PREFIX = "/api/v1"
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.throttle = Throttle(settings, create_storage(settings))
         try:
             yield
         finally:
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(keys.router)
     app.include_router(auth.router, prefix=API_PREFIX)
     app.include_router(users.router, prefix=API_PREFIX)
 
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware, no_store_prefix=API_PREFIX)
     _include_extra_schemas(app, LoginRequest, LoginForm)
     return app
 

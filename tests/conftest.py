@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,8 @@ from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
 
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_REDIS = os.environ.get("USERSERVICE_REQUIRE_REDIS") == "1"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("USERSERVICE_REQUIRE_POSTGRES") == "1"
 TEST_SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
@@ -100,18 +106,33 @@ async def _empty_tables(app: FastAPI) -> None:
             await connection.execute(text("DELETE FROM users"))
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app with its lifespan entered and its tables emptied."""
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         await _empty_tables(application)
         yield application
 
 
+@asynccontextmanager
+async def asgi_client(
+    app: FastAPI, client_ip: str = "127.0.0.1"
+) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(client_ip, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(settings) as application:
+        yield application
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with asgi_client(app) as client:
         yield client
 
 
@@ -148,3 +169,47 @@ async def login(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("USERSERVICE_")}
+    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, LOG_LEVEL="WARNING", **extra)
+    return env
+
+
+@contextmanager
+def run_server(database_url: str, workdir: Path, **env: str) -> Iterator[str]:
+    """``python -m app serve`` (migrations, then uvicorn) on a free port; yields its URL."""
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,
+            env=server_env(database_url, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"server did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+            yield base_url
+        finally:
+            process.terminate()
+            process.wait(timeout=20)

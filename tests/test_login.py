@@ -31,9 +31,16 @@ async def test_json_login(client: httpx.AsyncClient) -> None:
     response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert set(body) == {
+        "access_token",
+        "refresh_token",
+        "token_type",
+        "expires_in",
+        "refresh_expires_in",
+    }
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
+    assert body["refresh_expires_in"] == 14 * 24 * 3600
     assert response.headers["cache-control"] == "no-store"
 
 

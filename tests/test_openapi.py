@@ -29,13 +29,26 @@ def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def test_operation_ids_are_unique_and_readable(schema: dict[str, Any]) -> None:
     ids = [operation["operationId"] for _, _, operation in operations(schema)]
     assert len(ids) == len(set(ids))
-    assert {"register", "login", "get_profile", "post_profile", "healthz"} <= set(ids)
+    assert {
+        "register",
+        "login",
+        "refresh_token",
+        "logout",
+        "logout_all",
+        "get_profile",
+        "post_profile",
+        "healthz",
+        "jwks",
+    } <= set(ids)
 
 
 def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
     expected = {
-        ("/api/v1/auth/register", "post"): {"201", "409", "413", "422", "500"},
-        ("/api/v1/auth/token", "post"): {"200", "401", "413", "415", "422", "500"},
+        ("/api/v1/auth/register", "post"): {"201", "409", "413", "422", "429", "500"},
+        ("/api/v1/auth/token", "post"): {"200", "401", "413", "415", "422", "429", "500"},
+        ("/api/v1/auth/token/refresh", "post"): {"200", "401", "413", "422", "500"},
+        ("/api/v1/auth/logout", "post"): {"204", "401", "413", "422", "500"},
+        ("/api/v1/auth/logout-all", "post"): {"204", "401", "404", "500"},
         ("/api/v1/users/profile", "post"): {"200", "401", "404", "500"},
         ("/api/v1/users/profile", "get"): {"200", "401", "404", "500"},
     }

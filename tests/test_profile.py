@@ -23,14 +23,14 @@ def b64(data: dict[str, Any] | bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def claims(user_id: int, **overrides: Any) -> dict[str, Any]:
+def claims(user: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The claims of ``user``'s real access token (live session), with ``overrides``."""
     now = int(time.time())
     values: dict[str, Any] = {
-        "sub": str(user_id),
+        **jwt.get_unverified_claims(user["token"]),
         "iat": now,
         "exp": now + 600,
         "jti": "abc",
-        "type": "access",
     }
     values.update(overrides)
     return {key: value for key, value in values.items() if value is not None}
@@ -80,14 +80,15 @@ async def test_profile_a_token_with_a_tampered_claim_is_401(
     client: httpx.AsyncClient, alice: dict[str, Any]
 ) -> None:
     header, _, signature = alice["token"].split(".")
-    forged = ".".join([header, b64(claims(alice["id"] + 1)), signature])
+    forged = ".".join([header, b64(claims(alice, sub=str(alice["id"] + 1))), signature])
     response = await client.get(PROFILE, headers=bearer(forged))
     assert response.status_code == 401
 
 
-def forged_tokens(user_id: int) -> dict[str, str]:
+def forged_tokens(user: dict[str, Any]) -> dict[str, str]:
     now = int(time.time())
-    good = claims(user_id)
+    user_id = user["id"]
+    good = claims(user)
     return {
         "alg-none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(good)}.",
         "alg-none-with-signature": f"{b64({'alg': 'none'})}.{b64(good)}.c2ln",
@@ -96,41 +97,57 @@ def forged_tokens(user_id: int) -> dict[str, str]:
         "alg-not-a-string": f"{b64({'alg': ['HS256']})}.{b64(good)}.c2ln",
         "header-not-json": f"{b64(b'nope')}.{b64(good)}.c2ln",
         "payload-not-json": f"{b64({'alg': 'HS256'})}.{b64(b'[1,2')}.c2ln",
-        "expired": sign(claims(user_id, iat=now - 1000, exp=now - 10)),
-        "no-exp": sign(claims(user_id, exp=None)),
-        "no-sub": sign(claims(user_id, sub=None)),
-        "no-type": sign(claims(user_id, type=None)),
-        "no-jti": sign(claims(user_id, jti=None)),
-        "no-iat": sign(claims(user_id, iat=None)),
-        "refresh-type": sign(claims(user_id, type="refresh")),
-        "sub-not-a-number": sign(claims(user_id, sub="alice")),
-        "sub-int-not-string": sign(claims(user_id, sub=user_id)),
-        "sub-negative": sign(claims(user_id, sub="-1")),
-        "sub-too-big": sign(claims(user_id, sub="9" * 30)),
-        "exp-string": sign(claims(user_id, exp="tomorrow")),
-        "nbf-future": sign(claims(user_id, nbf=now + 3600)),
+        "expired": sign(claims(user, iat=now - 1000, exp=now - 10)),
+        "no-exp": sign(claims(user, exp=None)),
+        "no-sub": sign(claims(user, sub=None)),
+        "no-type": sign(claims(user, type=None)),
+        "no-jti": sign(claims(user, jti=None)),
+        "no-iat": sign(claims(user, iat=None)),
+        "refresh-type": sign(claims(user, type="refresh")),
+        "sub-not-a-number": sign(claims(user, sub="alice")),
+        "sub-int-not-string": sign(claims(user, sub=user_id)),
+        "no-iss": sign(claims(user, iss=None)),
+        "no-aud": sign(claims(user, aud=None)),
+        "other-iss": sign(claims(user, iss="someone-else")),
+        "other-aud": sign(claims(user, aud="another-service")),
+        "no-sid": sign(claims(user, sid=None)),
+        "sid-not-hex": sign(claims(user, sid="x" * 32)),
+        "sid-unknown": sign(claims(user, sid="0" * 32)),
+        "kid-elsewhere": jwt.encode(claims(user), TEST_SECRET_KEY, headers={"kid": "other"}),
+        "jku-header": jwt.encode(
+            claims(user), TEST_SECRET_KEY, headers={"jku": "http://127.0.0.1:9/keys"}
+        ),
+        "kid-not-a-string": jwt.encode(claims(user), TEST_SECRET_KEY, headers={"kid": ["x"]}),
+        "sub-negative": sign(claims(user, sub="-1")),
+        "sub-too-big": sign(claims(user, sub="9" * 30)),
+        "exp-string": sign(claims(user, exp="tomorrow")),
+        "nbf-future": sign(claims(user, nbf=now + 3600)),
         "two-parts": "abc.def",
         "garbage": "not a token",
         "empty-segments": "..",
     }
 
 
-@pytest.mark.parametrize("case", list(forged_tokens(1)))
+FORGED_CASES = list(forged_tokens({"id": 1, "token": jwt.encode({"sub": "1"}, "k" * 32)}))
+
+
+@pytest.mark.parametrize("case", FORGED_CASES)
 async def test_forged_or_invalid_tokens_are_401(
     client: httpx.AsyncClient, alice: dict[str, Any], case: str
 ) -> None:
-    token = forged_tokens(alice["id"])[case]
+    token = forged_tokens(alice)[case]
     response = await client.post(PROFILE, headers=bearer(token))
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["code"] == "invalid_token"
+    expected = "session_revoked" if case == "sid-unknown" else "invalid_token"
+    assert response.json()["code"] == expected
 
 
 async def test_a_correctly_signed_token_is_accepted(
     client: httpx.AsyncClient, alice: dict[str, Any]
 ) -> None:
     """Guards the forged-token cases above: the same builder with nothing wrong passes."""
-    response = await client.post(PROFILE, headers=bearer(sign(claims(alice["id"]))))
+    response = await client.post(PROFILE, headers=bearer(sign(claims(alice))))
     assert response.status_code == 200
 
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,58 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, TEST_SECRET_KEY, user_payload
+from tests.conftest import PASSWORD, run_server, server_env, user_payload
 
 MAX_BODY = 64 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def server_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("USERSERVICE_")}
-    env.update(
-        DATABASE_URL=database_url,
-        SECRET_KEY=TEST_SECRET_KEY,
-        MAX_BODY_BYTES=str(MAX_BODY),
-        LOG_LEVEL="WARNING",
-        **extra,
-    )
-    return env
-
-
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=server_env(database_url),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.1)
+    with run_server(database_url, tmp_path, MAX_BODY_BYTES=str(MAX_BODY)) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -9,11 +10,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_KEY_BYTES = 32
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./userservice.db"
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 class DatabaseSettings(BaseSettings):
@@ -57,22 +67,60 @@ class Settings(DatabaseSettings):
         default=Path(".secret_key"),
         description="Development only: where the generated key is kept when SECRET_KEY is unset.",
     )
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
+    jwt_private_key_file: Path | None = Field(
+        default=None, description="PEM private key; required for RS256 and ES256."
+    )
+    jwt_previous_public_key_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="PEM public keys of earlier signing keys, still accepted (key rotation).",
+    )
+    jwt_issuer: str = Field(default="userservice", min_length=1)
+    jwt_audience: str = Field(default="userservice", min_length=1)
     access_token_ttl: timedelta = Field(
         default=timedelta(minutes=15),
         description="Seconds or an ISO 8601 duration (PT15M).",
+    )
+    refresh_token_ttl: timedelta = Field(default=timedelta(days=14))
+    login_limit_per_account: str = "5/15 minutes"
+    login_limit_per_address: str = "30/minute"
+    register_limit_per_address: str = "20/hour"
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0 to share throttling counts."
+    )
+    redis_key_prefix: str = Field(default="userservice", min_length=1)
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Proxies whose X-Forwarded-For is believed (addresses or CIDR networks).",
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     password_hash_threads: int = Field(default=4, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("cors_origins", mode="before")
+    _split_lists = field_validator(
+        "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"
+    )(_split_commas)
+
+    @field_validator(
+        "login_limit_per_account", "login_limit_per_address", "register_limit_per_address"
+    )
     @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate limit: use e.g. '5/15 minutes' or '30/minute'"
+            ) from None
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return value or None
 
     @field_validator("cors_origins")
     @classmethod
@@ -84,7 +132,7 @@ class Settings(DatabaseSettings):
                 )
         return origins
 
-    @field_validator("access_token_ttl", mode="before")
+    @field_validator("access_token_ttl", "refresh_token_ttl", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
@@ -96,7 +144,33 @@ class Settings(DatabaseSettings):
             raise ValueError("ACCESS_TOKEN_TTL must be between 30 seconds and 1 day")
         return ttl
 
+    @field_validator("refresh_token_ttl")
+    @classmethod
+    def _refresh_ttl(cls, ttl: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= ttl <= timedelta(days=365):
+            raise ValueError("REFRESH_TOKEN_TTL must be between 5 minutes and 365 days")
+        return ttl
+
     @model_validator(mode="after")
+    def _signing_keys(self) -> Settings:
+        if self.uses_hmac:
+            if self.jwt_private_key_file is not None or self.jwt_previous_public_key_files:
+                raise ValueError(
+                    "JWT_PRIVATE_KEY_FILE and JWT_PREVIOUS_PUBLIC_KEY_FILES are for RS256/ES256; "
+                    f"{self.jwt_algorithm} signs with SECRET_KEY"
+                )
+            return self._require_secret_key()
+        if self.jwt_private_key_file is None:
+            raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY_FILE")
+        for path in (self.jwt_private_key_file, *self.jwt_previous_public_key_files):
+            if not path.is_file():
+                raise ValueError(f"key file {path} does not exist")
+        return self
+
+    @property
+    def uses_hmac(self) -> bool:
+        return self.jwt_algorithm in HMAC_ALGORITHMS
+
     def _require_secret_key(self) -> Settings:
         if self.secret_key is None:
             if self.environment == "production":
@@ -113,7 +187,8 @@ class Settings(DatabaseSettings):
 
     @property
     def signing_key(self) -> str:
-        assert self.secret_key is not None  # guaranteed by _require_secret_key
+        """The HMAC secret (HS* algorithms only)."""
+        assert self.secret_key is not None  # guaranteed by _signing_keys for HMAC
         return self.secret_key.get_secret_value()
 
 

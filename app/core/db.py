@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import DatabaseSettings
+from app.core.errors import AppError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -60,6 +61,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
         try:
             yield session
+        except AppError as exc:
+            await (session.commit() if exc.keeps_changes else session.rollback())
+            raise
         except BaseException:
             await session.rollback()
             raise

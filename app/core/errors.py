@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("app.errors")
 
-BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+BEARER_CHALLENGE = MappingProxyType({"WWW-Authenticate": "Bearer"})
 
 
 class AppError(Exception):
@@ -25,6 +26,9 @@ class AppError(Exception):
     code: str = "bad_request"
     detail: str = "Bad request"
     headers: Mapping[str, str] | None = None
+    # True when the request's database changes must be committed although it fails
+    # (e.g. revoking a token family on refresh-token reuse).
+    keeps_changes: bool = False
 
     def __init__(self, detail: str | None = None) -> None:
         if detail is not None:
@@ -44,6 +48,17 @@ class InvalidToken(NotAuthenticated):
     detail = "Invalid or expired token"
 
 
+class SessionRevoked(NotAuthenticated):
+    code = "session_revoked"
+    detail = "Session has ended; log in again"
+
+
+class RefreshTokenReused(NotAuthenticated):
+    code = "refresh_token_reused"
+    detail = "Refresh token was already used; every token of this session is now revoked"
+    keeps_changes = True
+
+
 class InactiveUser(NotAuthenticated):
     code = "inactive_user"
     detail = "User account is disabled"
@@ -58,6 +73,12 @@ class UserNotFound(AppError):
     status_code = 404
     code = "user_not_found"
     detail = "User not found"
+
+
+class NoPublicKeys(AppError):
+    status_code = 404
+    code = "no_public_keys"
+    detail = "Tokens are signed with a shared secret (HS*): there are no public keys"
 
 
 class UsernameTaken(AppError):
@@ -76,6 +97,23 @@ class UnsupportedMediaType(AppError):
     status_code = 415
     code = "unsupported_media_type"
     detail = "Send application/json or application/x-www-form-urlencoded"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    code = "too_many_requests"
+    detail = "Too many attempts; try again later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(max(1, retry_after))}
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    detail = "A backing service is unavailable; try again shortly"
+    headers = MappingProxyType({"Retry-After": "5"})
 
 
 class PasswordRejected(AppError):

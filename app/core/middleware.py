@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -81,3 +82,29 @@ async def _send_too_large(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeadersMiddleware:
+    """nosniff and no-referrer on every response; ``Cache-Control: no-store`` on the API,
+    whose answers are tokens and personal data."""
+
+    def __init__(self, app: ASGIApp, no_store_prefix: str) -> None:
+        self.app = app
+        self.no_store_prefix = no_store_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = scope["path"].startswith(self.no_store_prefix)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+                if no_store:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

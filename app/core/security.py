@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
 import re
 import secrets
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from jose import jwt
+from jose import jwk, jwt
 from jose.exceptions import JOSEError
 from passlib.context import CryptContext
 from passlib.exc import UnknownHashError
@@ -41,9 +44,9 @@ PASSWORD_CONTEXT = CryptContext(
     argon2__parallelism=1,
 )
 
-TOKEN_TYPE_ACCESS = "access"  # noqa: S105
 MAX_TOKEN_LENGTH = 8192
 _SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
+_SESSION = re.compile(r"[0-9a-f]{32}")
 _MAX_ID = 2**63 - 1
 
 
@@ -89,52 +92,148 @@ class PasswordHasher:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+TokenType = Literal["access", "refresh"]
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: str
     expires_in: int
 
 
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    session_id: uuid.UUID
+    jti: str
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _thumbprint(public_jwk: dict[str, Any]) -> str:
+    """RFC 7638 key id: SHA-256 over the required members in lexicographic order."""
+    required = ("e", "kty", "n") if public_jwk["kty"] == "RSA" else ("crv", "kty", "x", "y")
+    canonical = json.dumps({name: public_jwk[name] for name in required}, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def _public_key(pem: str, algorithm: str) -> tuple[str, Any, dict[str, Any]]:
+    """(kid, verification key, public JWK) for a PEM key of ``algorithm``'s family."""
+    try:
+        key = jwk.construct(pem, algorithm)
+        public = key.public_key() if hasattr(key, "public_key") else key
+        public_jwk = dict(public.to_dict())
+    except (JOSEError, ValueError, TypeError, AttributeError) as exc:  # wrong key family
+        raise ValueError(f"not a usable {algorithm} key: {exc}") from None
+    if algorithm == "ES256" and public_jwk.get("crv") != "P-256":
+        raise ValueError("ES256 needs a P-256 key")
+    kid = _thumbprint(public_jwk)
+    public_jwk.update(kid=kid, use="sig", alg=algorithm)
+    return kid, public, public_jwk
+
+
+# Header members that point at keys elsewhere: we never issue them and never follow them.
+_FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+
+
 class TokenCodec:
-    """Encodes and verifies access tokens with one fixed algorithm and key, set up once."""
+    """Issues and verifies our JWTs. Keys, algorithm and options are fixed at start-up.
+
+    Exactly one algorithm is accepted. With HMAC the key is SECRET_KEY and tokens carry no
+    ``kid``; with RS256/ES256 tokens carry the RFC 7638 ``kid`` of the signing key, and the
+    public keys of earlier signing keys still verify (rotation without logging users out).
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self._key = settings.signing_key
         self._algorithm = settings.jwt_algorithm
         self._algorithms = [settings.jwt_algorithm]
-        self._ttl = settings.access_token_ttl
-        self._options = {f"require_{claim}": True for claim in ("sub", "exp", "iat", "jti")}
-
-    def issue_access_token(self, user_id: int) -> IssuedToken:
-        now = datetime.now(UTC)
-        claims = {
-            "sub": str(user_id),
-            "iat": int(now.timestamp()),
-            "exp": int((now + self._ttl).timestamp()),
-            "jti": uuid.uuid4().hex,
-            "type": TOKEN_TYPE_ACCESS,
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._ttl = {"access": settings.access_token_ttl, "refresh": settings.refresh_token_ttl}
+        self._options = {
+            f"require_{claim}": True for claim in ("sub", "exp", "iat", "jti", "iss", "aud")
         }
-        token = jwt.encode(claims, self._key, algorithm=self._algorithm)
-        return IssuedToken(token=token, expires_in=int(self._ttl.total_seconds()))
+        self._verify_keys: dict[str | None, Any] = {}
+        self.public_jwks: list[dict[str, Any]] = []
+        if settings.uses_hmac:
+            self._signing_key: Any = settings.signing_key
+            self._kid: str | None = None
+            self._verify_keys[None] = settings.signing_key
+            return
+        assert settings.jwt_private_key_file is not None
+        private_pem = settings.jwt_private_key_file.read_text()
+        self._kid, public, public_jwk = _public_key(private_pem, self._algorithm)
+        try:
+            self._signing_key = jwk.construct(private_pem, self._algorithm)
+            jwt.encode({}, self._signing_key, algorithm=self._algorithm)
+        except (JOSEError, ValueError, TypeError) as exc:
+            raise ValueError(f"JWT_PRIVATE_KEY_FILE is not a usable private key: {exc}") from None
+        self._verify_keys[self._kid] = public
+        self.public_jwks.append(public_jwk)
+        for path in settings.jwt_previous_public_key_files:
+            kid, public, public_jwk = _public_key(path.read_text(), self._algorithm)
+            if kid not in self._verify_keys:
+                self._verify_keys[kid] = public
+                self.public_jwks.append(public_jwk)
 
-    def user_id_from_access_token(self, token: str) -> int:
-        """Verify signature, algorithm, expiry and required claims; return the user id."""
+    def issue(
+        self, token_type: TokenType, user_id: int, session_id: uuid.UUID, jti: str | None = None
+    ) -> IssuedToken:
+        now = int(time.time())
+        ttl = self._ttl[token_type]
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": str(user_id),
+            "sid": session_id.hex,
+            "iat": now,
+            "exp": now + int(ttl.total_seconds()),
+            "jti": jti or new_jti(),
+            "type": token_type,
+        }
+        headers = {"kid": self._kid} if self._kid else None
+        token = jwt.encode(claims, self._signing_key, algorithm=self._algorithm, headers=headers)
+        return IssuedToken(token=token, expires_in=int(ttl.total_seconds()))
+
+    def verify(self, token: str, token_type: TokenType) -> TokenClaims:
+        """Signature, algorithm, key id, expiry, issuer, audience, type; else InvalidToken."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken()
         try:
+            header = jwt.get_unverified_header(token)
+            if not isinstance(header, dict) or _FORBIDDEN_HEADERS & header.keys():
+                raise InvalidToken()
+            kid = header.get("kid")
+            if kid not in self._verify_keys:  # unhashable kid values raise TypeError
+                raise InvalidToken()
             claims = jwt.decode(
-                token, self._key, algorithms=self._algorithms, options=self._options
+                token,
+                self._verify_keys[kid],
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                options=self._options,
             )
         except (JOSEError, ValueError, TypeError, KeyError, AttributeError):
             # JOSEError covers bad signatures, expiry and claims; the others are what
             # malformed headers or payloads have been seen to raise inside the library.
             raise InvalidToken() from None
-        if not isinstance(claims, dict) or claims.get("type") != TOKEN_TYPE_ACCESS:
+        if not isinstance(claims, dict) or claims.get("type") != token_type:
             raise InvalidToken()
-        subject = claims.get("sub")
+        subject, session, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
+            raise InvalidToken()
+        if not isinstance(session, str) or not _SESSION.fullmatch(session):
+            raise InvalidToken()
+        if not isinstance(jti, str) or not jti:
             raise InvalidToken()
         user_id = int(subject)
         if user_id > _MAX_ID:
             raise InvalidToken()
-        return user_id
+        return TokenClaims(user_id=user_id, session_id=uuid.UUID(hex=session), jti=jti)
+
+
+def new_jti() -> str:
+    return uuid.uuid4().hex

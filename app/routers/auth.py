@@ -7,28 +7,57 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.core.errors import UnsupportedMediaType
-from app.dependencies import PasswordHasherDep, SessionDep, TokenCodecDep
+from app.dependencies import (
+    ClientAddressDep,
+    CurrentUser,
+    PasswordHasherDep,
+    SessionDep,
+    ThrottleDep,
+    TokenCodecDep,
+)
 from app.routers.responses import error_responses
-from app.schemas.auth import LoginForm, LoginRequest, RegisterRequest, Token
+from app.schemas.auth import (
+    LoginForm,
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    RegisterRequest,
+    Token,
+)
 from app.schemas.user import UserRead
 from app.services import auth as auth_service
+from app.services import sessions
+from app.services.sessions import TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+def _token_response(pair: TokenPair) -> Token:
+    return Token(
+        access_token=pair.access.token,
+        refresh_token=pair.refresh.token,
+        expires_in=pair.access.expires_in,
+        refresh_expires_in=pair.refresh.expires_in,
+    )
+
+
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=error_responses(409, 413, 422),
+    responses=error_responses(409, 413, 422, 429),
     summary="Register a new user",
 )
 async def register(
-    data: RegisterRequest, session: SessionDep, hasher: PasswordHasherDep
+    data: RegisterRequest,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
 ) -> UserRead:
-    user = await auth_service.register(session, hasher, data)
+    user = await auth_service.sign_up(session, hasher, throttle, data, client_address)
     return UserRead.model_validate(user)
 
 
@@ -64,10 +93,11 @@ LOGIN_REQUEST_BODY = {
 @router.post(
     "/token",
     response_model=Token,
-    responses=error_responses(401, 413, 415, 422),
-    summary="Log in and get an access token",
+    responses=error_responses(401, 413, 415, 422, 429),
+    summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
-    "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401.",
+    "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
+    "Failed attempts are throttled per account and per client address (429 + Retry-After).",
     openapi_extra=LOGIN_REQUEST_BODY,
 )
 async def login(
@@ -75,11 +105,51 @@ async def login(
     session: SessionDep,
     hasher: PasswordHasherDep,
     codec: TokenCodecDep,
-    response: Response,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
 ) -> Token:
-    user = await auth_service.authenticate(
-        session, hasher, credentials.username, credentials.password
+    pair = await auth_service.login(
+        session,
+        hasher,
+        codec,
+        throttle,
+        credentials.username,
+        credentials.password,
+        client_address,
     )
-    issued = codec.issue_access_token(user.id)
-    response.headers["Cache-Control"] = "no-store"
-    return Token(access_token=issued.token, expires_in=issued.expires_in)
+    return _token_response(pair)
+
+
+@router.post(
+    "/token/refresh",
+    response_model=Token,
+    responses=error_responses(401, 413, 422),
+    summary="Rotate a refresh token",
+    description="Returns a new access token and a new refresh token; the one sent is spent. "
+    "Sending a spent refresh token again revokes the whole session (401).",
+)
+async def refresh_token(data: RefreshRequest, session: SessionDep, codec: TokenCodecDep) -> Token:
+    return _token_response(await sessions.refresh(session, codec, data.refresh_token))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 413, 422),
+    summary="End the session of a refresh token",
+    description="Its access tokens stop working at once. Idempotent.",
+)
+async def logout(data: LogoutRequest, session: SessionDep, codec: TokenCodecDep) -> Response:
+    await sessions.logout(session, codec, data.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 404),
+    summary="End every session of the signed-in user",
+)
+async def logout_all(user: CurrentUser, session: SessionDep) -> Response:
+    await sessions.revoke_all(session, user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

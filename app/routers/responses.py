@@ -10,11 +10,12 @@ _DESCRIPTIONS = {
     401: "Not authenticated: the bearer token is missing, malformed, badly signed, expired or "
     "not an access token, or the user is inactive.",
     403: "Authenticated but not allowed.",
-    404: "The token is valid but its user no longer exists.",
+    404: "Not found (for an authenticated request: the token's user no longer exists).",
     409: "The username or email is already taken.",
     413: "The request body is larger than MAX_BODY_BYTES.",
     415: "Unsupported Content-Type.",
     422: "Invalid input.",
+    429: "Too many attempts: wait for the number of seconds in Retry-After.",
     500: "Unexpected error; details are only in the server log.",
 }
 

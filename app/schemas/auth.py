@@ -62,5 +62,21 @@ class LoginForm(LoginRequest):
 
 class Token(BaseModel):
     access_token: str
+    refresh_token: str = Field(description="Single use: exchange it at /auth/token/refresh.")
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int = Field(description="Lifetime of the access token in seconds.")
+    refresh_expires_in: int = Field(description="Lifetime of the refresh token in seconds.")
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class LogoutRequest(RefreshRequest):
+    pass
+
+
+class JWKS(BaseModel):
+    keys: list[dict[str, str]] = Field(description="Public signing keys (RFC 7517), with kid.")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import EmailTaken, InvalidCredentials, PasswordRejected, UsernameTaken
-from app.core.security import PasswordHasher
+from app.core.security import PasswordHasher, TokenCodec
 from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
+from app.services import sessions
 from app.services.password_policy import password_problems
+from app.services.throttle import Throttle
 
 
 async def register(session: AsyncSession, hasher: PasswordHasher, data: RegisterRequest) -> User:
@@ -40,6 +42,18 @@ async def register(session: AsyncSession, hasher: PasswordHasher, data: Register
     return await users_repo.add(session, user)
 
 
+async def sign_up(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    throttle: Throttle,
+    data: RegisterRequest,
+    client_address: str,
+) -> User:
+    """Registration from the API: counted per client address, then ``register``."""
+    await throttle.register_attempt(client_address)
+    return await register(session, hasher, data)
+
+
 async def authenticate(
     session: AsyncSession, hasher: PasswordHasher, identifier: str, password: str
 ) -> User:
@@ -53,3 +67,23 @@ async def authenticate(
     user.last_login = utcnow()
     await session.flush()
     return user
+
+
+async def login(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    codec: TokenCodec,
+    throttle: Throttle,
+    identifier: str,
+    password: str,
+    client_address: str,
+) -> sessions.TokenPair:
+    """Throttle, authenticate, start a session. Refused attempts count against the account
+    and the address; once either is exhausted even the right password gets 429."""
+    await throttle.check_login(identifier, client_address)
+    try:
+        user = await authenticate(session, hasher, identifier, password)
+    except InvalidCredentials:
+        await throttle.record_login_failure(identifier, client_address)
+        raise
+    return await sessions.start(session, codec, user)

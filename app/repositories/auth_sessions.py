@@ -1,0 +1,85 @@
+"""All SQL for login sessions (refresh-token families)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models.auth_session import AuthSession
+from app.models.base import utcnow
+from app.models.user import User
+
+
+async def create(session: AsyncSession, user_id: int, refresh_jti: str) -> AuthSession:
+    auth_session = AuthSession(user_id=user_id, refresh_jti=refresh_jti)
+    session.add(auth_session)
+    await session.flush()
+    return auth_session
+
+
+async def get(session: AsyncSession, session_id: uuid.UUID) -> AuthSession | None:
+    return await session.get(AuthSession, session_id)
+
+
+async def rotate(
+    session: AsyncSession, session_id: uuid.UUID, user_id: int, presented_jti: str, new_jti: str
+) -> bool:
+    """Swap the family's current refresh token id, only if ``presented_jti`` is still current.
+
+    One conditional UPDATE: of concurrent refreshes with the same token, exactly one
+    matches the row (PostgreSQL re-checks the WHERE after the row lock; SQLite serialises
+    writers), so there are never two valid successors.
+    """
+    result = await session.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.refresh_jti == presented_jti,
+            AuthSession.revoked_at.is_(None),
+        )
+        .values(refresh_jti=new_jti, refreshed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
+async def revoke(session: AsyncSession, session_id: uuid.UUID) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def revoke_all_for_user(session: AsyncSession, user_id: int) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def get_user_with_session_state(
+    session: AsyncSession, user_id: int, session_id: uuid.UUID
+) -> tuple[User | None, bool]:
+    """The user and whether ``session_id`` is a live session of theirs, in one query."""
+    live_session = (
+        select(AuthSession.id)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == User.id,
+            AuthSession.revoked_at.is_(None),
+        )
+        .exists()
+    )
+    row = (await session.execute(select(User, live_session).where(User.id == user_id))).first()
+    if row is None:
+        return None, False
+    return row[0], bool(row[1])

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.core.errors import NoPublicKeys
+from app.dependencies import TokenCodecDep
+from app.routers.responses import error_responses
+from app.schemas.auth import JWKS
+
+router = APIRouter(tags=["keys"])
+
+
+@router.get(
+    "/.well-known/jwks.json",
+    response_model=JWKS,
+    responses=error_responses(404),
+    summary="Public keys that verify our tokens (RS256/ES256 only)",
+)
+async def jwks(codec: TokenCodecDep) -> JWKS:
+    if not codec.public_jwks:
+        raise NoPublicKeys()
+    return JWKS(keys=codec.public_jwks)

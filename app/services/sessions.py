@@ -1,0 +1,95 @@
+"""Login sessions: token pairs, rotation with reuse detection, logout, revocation.
+
+Each login starts a session (a refresh-token family). Access tokens carry the session id,
+and every authenticated request checks in the same query as the user load that the
+session is still live, so logout and revocation take effect at once, not at expiry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import (
+    InactiveUser,
+    RefreshTokenReused,
+    SessionRevoked,
+    UserNotFound,
+)
+from app.core.security import IssuedToken, TokenCodec, new_jti
+from app.models.user import User
+from app.repositories import auth_sessions as sessions_repo
+from app.repositories import users as users_repo
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access: IssuedToken
+    refresh: IssuedToken
+
+
+async def start(db: AsyncSession, codec: TokenCodec, user: User) -> TokenPair:
+    refresh_jti = new_jti()
+    auth_session = await sessions_repo.create(db, user.id, refresh_jti)
+    return TokenPair(
+        access=codec.issue("access", user.id, auth_session.id),
+        refresh=codec.issue("refresh", user.id, auth_session.id, jti=refresh_jti),
+    )
+
+
+async def refresh(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> TokenPair:
+    """Rotate: the presented token is spent, a new pair is issued for the same session.
+
+    Presenting a refresh token that was already rotated is reuse: the whole family is
+    revoked (kept even though the request fails), newest token included.
+    """
+    claims = codec.verify(refresh_token, "refresh")
+    successor_jti = new_jti()
+    if not await sessions_repo.rotate(
+        db, claims.session_id, claims.user_id, claims.jti, successor_jti
+    ):
+        auth_session = await sessions_repo.get(db, claims.session_id)
+        if (
+            auth_session is not None
+            and auth_session.user_id == claims.user_id
+            and auth_session.revoked_at is None
+        ):
+            await sessions_repo.revoke(db, claims.session_id)
+            raise RefreshTokenReused()
+        raise SessionRevoked()
+    user = await users_repo.get_by_id(db, claims.user_id)
+    if user is None or not user.is_active:
+        raise InactiveUser()
+    return TokenPair(
+        access=codec.issue("access", user.id, claims.session_id),
+        refresh=codec.issue("refresh", user.id, claims.session_id, jti=successor_jti),
+    )
+
+
+async def logout(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> None:
+    """End the session the refresh token belongs to (any generation of it); idempotent."""
+    claims = codec.verify(refresh_token, "refresh")
+    auth_session = await sessions_repo.get(db, claims.session_id)
+    if auth_session is not None and auth_session.user_id == claims.user_id:
+        await sessions_repo.revoke(db, claims.session_id)
+
+
+async def revoke_all(db: AsyncSession, user_id: int) -> None:
+    """End every session of the user: logout-all, password change, deactivation."""
+    await sessions_repo.revoke_all_for_user(db, user_id)
+
+
+async def user_from_access_token(db: AsyncSession, codec: TokenCodec, token: str) -> User:
+    """401 for a bad token, an ended session or an inactive user; 404 when the user is gone."""
+    claims = codec.verify(token, "access")
+    user, session_live = await sessions_repo.get_user_with_session_state(
+        db, claims.user_id, claims.session_id
+    )
+    if user is None:
+        raise UserNotFound()
+    if not session_live:
+        raise SessionRevoked()
+    if not user.is_active:
+        raise InactiveUser()
+    return user

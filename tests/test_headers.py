@@ -1,0 +1,61 @@
+"""Security headers and CORS."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.core.config import Settings
+from tests.conftest import PASSWORD, asgi_client, bearer, login, register, running_app
+
+
+async def test_security_headers_on_auth_and_profile(client: httpx.AsyncClient) -> None:
+    registered = await client.post(
+        "/api/v1/auth/register",
+        json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
+    )
+    token = await login(client)
+    responses = [
+        registered,
+        await client.post("/api/v1/auth/token", json={"username": "alice", "password": "bad"}),
+        await client.get("/api/v1/users/profile", headers=bearer(token)),
+        await client.get("/api/v1/users/profile"),
+        await client.post("/api/v1/auth/register", content=b"x" * (2 * 1024 * 1024)),
+    ]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cache-control"] == "no-store"
+    assert [r.status_code for r in responses] == [201, 401, 200, 401, 413]
+
+
+async def test_docs_are_cacheable_but_nosniff(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "cache-control" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"), [("https://app.example", True), ("https://evil.example", False)]
+)
+async def test_cors_allows_only_configured_origins(
+    settings: Settings, origin: str, allowed: bool
+) -> None:
+    configured = settings.model_copy(update={"cors_origins": ["https://app.example"]})
+    async with running_app(configured) as app, asgi_client(app) as client:
+        await register(client)
+        preflight = await client.options(
+            "/api/v1/users/profile",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+    if allowed:
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin
+        assert "access-control-allow-credentials" not in preflight.headers
+    else:
+        assert preflight.status_code == 400
+        assert "access-control-allow-origin" not in preflight.headers

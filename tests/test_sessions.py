@@ -1,0 +1,195 @@
+"""Refresh rotation with reuse detection, logout, logout-all, on both databases."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from jose import jwt
+from sqlalchemy import delete, select, update
+
+from app.models import AuthSession, User
+from tests.conftest import PASSWORD, TEST_SECRET_KEY, bearer, register
+
+TOKEN = "/api/v1/auth/token"
+REFRESH = "/api/v1/auth/token/refresh"
+LOGOUT = "/api/v1/auth/logout"
+LOGOUT_ALL = "/api/v1/auth/logout-all"
+PROFILE = "/api/v1/users/profile"
+
+
+async def log_in(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def profile_status(client: httpx.AsyncClient, access_token: str) -> int:
+    return (await client.get(PROFILE, headers=bearer(access_token))).status_code
+
+
+@pytest.fixture
+async def tokens(client: httpx.AsyncClient) -> dict[str, Any]:
+    await register(client)
+    return await log_in(client)
+
+
+async def test_refresh_rotates_both_tokens(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    new = response.json()
+    assert new["refresh_token"] != tokens["refresh_token"]
+    assert new["access_token"] != tokens["access_token"]
+    assert await profile_status(client, new["access_token"]) == 200
+    # same session: the old access token stays valid until it expires
+    assert await profile_status(client, tokens["access_token"]) == 200
+    again = await client.post(REFRESH, json={"refresh_token": new["refresh_token"]})
+    assert again.status_code == 200
+
+
+async def test_reusing_a_rotated_token_revokes_the_family(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    first = (await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})).json()
+    second = (await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})).json()
+
+    replay = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    assert replay.status_code == 401
+    assert replay.json()["code"] == "refresh_token_reused"
+    assert replay.headers["www-authenticate"] == "Bearer"
+
+    newest = await client.post(REFRESH, json={"refresh_token": second["refresh_token"]})
+    assert newest.status_code == 401
+    for access in (tokens["access_token"], first["access_token"], second["access_token"]):
+        assert await profile_status(client, access) == 401
+
+
+async def test_other_sessions_survive_a_reuse(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    other = await log_in(client)
+    await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})  # reuse
+    assert await profile_status(client, other["access_token"]) == 200
+    assert (
+        await client.post(REFRESH, json={"refresh_token": other["refresh_token"]})
+    ).status_code == 200
+
+
+async def test_concurrent_refreshes_have_exactly_one_winner(
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
+) -> None:
+    responses = await asyncio.gather(
+        *(client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]}) for _ in range(10))
+    )
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200] + [401] * 9, [r.text for r in responses]
+    # The losers presented a spent token: reuse, so the winner's successor is revoked too.
+    (winner,) = [r.json() for r in responses if r.status_code == 200]
+    retry = await client.post(REFRESH, json={"refresh_token": winner["refresh_token"]})
+    assert retry.status_code == 401
+    async with app.state.sessionmaker() as session:
+        rows = (await session.scalars(select(AuthSession))).all()
+    assert len(rows) == 1
+    assert rows[0].revoked_at is not None
+
+
+async def test_access_and_refresh_tokens_are_not_interchangeable(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    as_refresh = await client.post(REFRESH, json={"refresh_token": tokens["access_token"]})
+    assert as_refresh.status_code == 401
+    assert as_refresh.json()["code"] == "invalid_token"
+    assert await profile_status(client, tokens["refresh_token"]) == 401
+    logout = await client.post(LOGOUT, json={"refresh_token": tokens["access_token"]})
+    assert logout.status_code == 401
+
+
+async def test_logout_ends_the_session_at_once(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    other = await log_in(client)
+    response = await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 204
+    assert response.content == b""
+    assert await profile_status(client, tokens["access_token"]) == 401
+    refresh = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401
+    assert refresh.json()["code"] == "session_revoked"
+    # idempotent, and the other session is untouched
+    again = await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]})
+    assert again.status_code == 204
+    assert await profile_status(client, other["access_token"]) == 200
+
+
+async def test_logout_all_ends_every_session(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    other = await log_in(client)
+    response = await client.post(LOGOUT_ALL, headers=bearer(other["access_token"]))
+    assert response.status_code == 204
+    for pair in (tokens, other):
+        assert await profile_status(client, pair["access_token"]) == 401
+        refresh = await client.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+        assert refresh.status_code == 401
+    fresh = await log_in(client)
+    assert await profile_status(client, fresh["access_token"]) == 200
+
+
+async def test_logout_all_needs_a_valid_access_token(client: httpx.AsyncClient) -> None:
+    assert (await client.post(LOGOUT_ALL)).status_code == 401
+
+
+async def test_inactive_users_refresh_token_is_401(
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
+) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(User).values(is_active=False))
+    response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 401
+
+
+async def test_deleted_users_refresh_token_is_401(
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
+) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(delete(User))
+    response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 401
+    async with app.state.sessionmaker() as session:
+        assert (await session.scalars(select(AuthSession))).all() == []  # cascade
+
+
+def _resign(token: str, **changes: Any) -> str:
+    claims = {**jwt.get_unverified_claims(token), **changes}
+    return jwt.encode(claims, TEST_SECRET_KEY, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"exp": 1}, {"sid": "0" * 32}, {"sub": "999"}, {"jti": "forged"}, {"iss": "other"}],
+    ids=["expired", "unknown-session", "other-user", "unknown-jti", "wrong-issuer"],
+)
+async def test_bad_refresh_tokens_are_401(
+    client: httpx.AsyncClient, tokens: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    response = await client.post(
+        REFRESH, json={"refresh_token": _resign(tokens["refresh_token"], **changes)}
+    )
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"refresh_token": ""}, {"refresh_token": 5}, {"refresh_token": "x", "extra": 1}]
+)
+async def test_refresh_input_is_validated(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    response = await client.post(REFRESH, json=body)
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"

@@ -1,0 +1,163 @@
+"""Brute-force throttling: per account, per address, registrations; memory and Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from app.core.client_address import client_address
+from app.core.config import Settings
+from tests.conftest import PASSWORD, REDIS_URL, REQUIRE_REDIS, asgi_client, register, running_app
+
+TOKEN = "/api/v1/auth/token"
+REGISTER = "/api/v1/auth/register"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def throttled_app(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[FastAPI]:
+    overrides: dict[str, object] = {
+        "login_limit_per_account": "3/15 minutes",
+        "login_limit_per_address": "6/minute",
+        "register_limit_per_address": "4/hour",
+    }
+    if request.param == "redis":
+        try:
+            async with aioredis.from_url(REDIS_URL, socket_timeout=2) as connection:
+                await connection.ping()
+        except (OSError, aioredis.RedisError) as exc:
+            if REQUIRE_REDIS:
+                pytest.fail(f"Redis at {REDIS_URL} is not usable: {exc!r}")
+            pytest.skip(f"Redis at {REDIS_URL} is not usable: {exc!r}")
+        overrides.update(redis_url=REDIS_URL, redis_key_prefix=f"test-{uuid.uuid4().hex}")
+    async with running_app(settings.model_copy(update=overrides)) as app:
+        yield app
+
+
+async def fail_login(client: httpx.AsyncClient, username: str) -> httpx.Response:
+    return await client.post(TOKEN, json={"username": username, "password": "wrong-password"})
+
+
+@pytest.mark.parametrize("username", ["alice", "nobody-here"])
+async def test_account_limit_same_for_existing_and_unknown(
+    throttled_app: FastAPI, username: str
+) -> None:
+    async with asgi_client(throttled_app, "10.0.0.1") as client:
+        await register(client)
+        for _ in range(3):
+            assert (await fail_login(client, username)).status_code == 401
+        blocked = await fail_login(client, username.upper())  # case does not dodge it
+        assert blocked.status_code == 429
+        assert blocked.json()["code"] == "too_many_requests"
+        assert 1 <= int(blocked.headers["retry-after"]) <= 15 * 60
+    # another address, right password: still refused while the account is throttled
+    async with asgi_client(throttled_app, "10.0.0.2") as client:
+        response = await client.post(TOKEN, json={"username": username, "password": PASSWORD})
+        assert response.status_code == 429
+
+
+async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.0.3") as client:
+        await register(client)
+        for i in range(6):
+            assert (await fail_login(client, f"user{i}")).status_code == 401
+        blocked = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+        assert blocked.status_code == 429
+    async with asgi_client(throttled_app, "10.0.0.4") as client:
+        ok = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+        assert ok.status_code == 200
+
+
+async def test_successful_logins_are_not_counted(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.0.5") as client:
+        await register(client)
+        for _ in range(8):
+            ok = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+            assert ok.status_code == 200
+
+
+async def test_registrations_per_address(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.0.6") as client:
+        for i in range(4):
+            response = await client.post(
+                REGISTER,
+                json={"username": f"u{i}", "email": f"u{i}@example.com", "password": PASSWORD},
+            )
+            assert response.status_code == 201
+        blocked = await client.post(
+            REGISTER, json={"username": "u9", "email": "u9@example.com", "password": PASSWORD}
+        )
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) >= 1
+
+
+async def test_forwarded_for_is_ignored_from_untrusted_peers(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.0.7") as client:
+        for i in range(6):
+            response = await client.post(
+                TOKEN,
+                json={"username": f"x{i}", "password": "wrong-password"},
+                headers={"X-Forwarded-For": f"192.0.2.{i}"},
+            )
+            assert response.status_code == 401
+        blocked = await fail_login(client, "x9")
+        assert blocked.status_code == 429
+
+
+async def test_forwarded_for_is_used_from_trusted_proxies(settings: Settings) -> None:
+    trusted = settings.model_copy(
+        update={
+            "login_limit_per_address": "2/minute",
+            "trusted_proxies": Settings(
+                _env_file=None, secret_key="k" * 32, trusted_proxies="10.1.0.0/16"
+            ).trusted_proxies,
+        }
+    )
+    async with running_app(trusted) as app, asgi_client(app, "10.1.2.3") as client:
+        for i in range(2):
+            response = await client.post(
+                TOKEN,
+                json={"username": f"y{i}", "password": "wrong-password"},
+                headers={"X-Forwarded-For": "198.51.100.7"},
+            )
+            assert response.status_code == 401
+        blocked = await client.post(
+            TOKEN,
+            json={"username": "y5", "password": "wrong-password"},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        assert blocked.status_code == 429
+        other_client = await client.post(
+            TOKEN,
+            json={"username": "y6", "password": "wrong-password"},
+            headers={"X-Forwarded-For": "198.51.100.8"},
+        )
+        assert other_client.status_code == 401
+
+
+def test_client_address_rules() -> None:
+    proxies = Settings(
+        _env_file=None, secret_key="k" * 32, trusted_proxies="10.0.0.0/8, ::1"
+    ).trusted_proxies
+    assert client_address("203.0.113.9", ["1.2.3.4"], proxies) == "203.0.113.9"
+    assert client_address("10.0.0.1", ["1.2.3.4"], proxies) == "1.2.3.4"
+    assert client_address("10.0.0.1", ["6.6.6.6, 1.2.3.4, 10.0.0.2"], proxies) == "1.2.3.4"
+    assert client_address("10.0.0.1", ["6.6.6.6", "1.2.3.4"], proxies) == "1.2.3.4"
+    assert client_address("10.0.0.1", [], proxies) == "10.0.0.1"
+    assert client_address("::1", ["10.0.0.5"], proxies) == "10.0.0.5"
+    assert client_address("10.0.0.1", ["garbage"], proxies) == "garbage"
+
+
+async def test_redis_down_is_503_not_500(settings: Settings) -> None:
+    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    async with running_app(broken) as app, asgi_client(app) as client:
+        response = await client.post(TOKEN, json={"username": "a", "password": "b"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert response.json()["code"] == "service_unavailable"
