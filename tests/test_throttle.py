@@ -60,6 +60,11 @@ async def test_account_limit_same_for_existing_and_unknown(
     async with asgi_client(throttled_app, "10.0.0.2") as client:
         response = await client.post(TOKEN, json={"username": username, "password": PASSWORD})
         assert response.status_code == 429
+    settings = throttled_app.state.settings
+    if settings.redis_url:  # the counts really live in Redis
+        async with aioredis.from_url(settings.redis_url) as connection:
+            keys = await connection.keys(f"{settings.redis_key_prefix}*")
+        assert len(keys) >= 2
 
 
 async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
