@@ -165,6 +165,8 @@ async def test_username_that_looks_like_an_email_wins_over_email(
         ({"username": "alice", "password": ""}, "json"),
         ({"username": "alice", "password": PASSWORD, "is_staff": True}, "json"),
         ({"username": "a" * 300, "password": PASSWORD}, "json"),
+        ({"username": "ali\x00ce", "password": PASSWORD}, "json"),
+        ({"username": "\x00", "password": PASSWORD}, "form"),
         ({"username": "alice", "password": "x" * 5000}, "json"),
         ({"password": PASSWORD}, "form"),
         ({"username": "alice", "password": PASSWORD, "grant_type": "client_credentials"}, "form"),

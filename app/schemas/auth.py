@@ -2,9 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas.fields import Email, PersonName, PhoneNumber, Username
+from app.schemas.fields import (
+    Email,
+    PersonName,
+    PhoneNumber,
+    Username,
+    reject_control_characters,
+)
 from app.services.password_policy import PASSWORD_MAX_LENGTH
 
 # Login accepts what older hashers may have stored (Django allows up to 4096 characters);
@@ -40,7 +46,11 @@ class LoginRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    username: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_IDENTIFIER_MAX)]
+    username: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=LOGIN_IDENTIFIER_MAX),
+        AfterValidator(reject_control_characters),  # a NUL would reach the database
+    ]
     password: Annotated[
         str,
         Field(
