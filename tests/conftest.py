@@ -20,11 +20,12 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
+from app.models import User
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("USERSERVICE_REQUIRE_POSTGRES") == "1"
@@ -89,6 +90,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
         secret_key_file=tmp_path / "unused-key",
+        media_root=tmp_path / "media",
     )
 
 
@@ -148,3 +150,31 @@ async def login(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def db_rows(app: FastAPI) -> list[dict[str, Any]]:
+    """Every users row, every column: compared before and after a refused request."""
+    async with app.state.engine.connect() as connection:
+        result = await connection.execute(text("SELECT * FROM users ORDER BY id"))
+        return [dict(row._mapping) for row in result]
+
+
+def media_files(app: FastAPI) -> dict[str, bytes]:
+    """Every file under MEDIA_ROOT (temporary ones included) with its content."""
+    root: Path = app.state.settings.media_root
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+async def state(app: FastAPI) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    return await db_rows(app), media_files(app)
+
+
+async def set_flags(app: FastAPI, username: str, **flags: bool) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(User).where(User.username == username).values(**flags))

@@ -19,6 +19,7 @@ from passlib.exc import UnknownHashError
 
 from app.core.config import Settings
 from app.core.errors import InvalidToken
+from app.models.user import ID_MAX
 
 # New hashes: argon2id with OWASP's minimum (m=19 MiB, t=2, p=1). Django's formats verify
 # and, being deprecated here, are re-hashed to argon2id on the next successful login.
@@ -44,7 +45,6 @@ PASSWORD_CONTEXT = CryptContext(
 TOKEN_TYPE_ACCESS = "access"  # noqa: S105
 MAX_TOKEN_LENGTH = 8192
 _SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
-_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,6 @@ class TokenCodec:
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise InvalidToken()
         user_id = int(subject)
-        if user_id > _MAX_ID:
+        if user_id > ID_MAX:
             raise InvalidToken()
         return user_id

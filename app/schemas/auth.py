@@ -24,6 +24,16 @@ NewPassword = Annotated[
 ]
 
 
+CurrentPassword = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=LOGIN_PASSWORD_MAX,
+        json_schema_extra={"format": "password", "writeOnly": True},
+    ),
+]
+
+
 class RegisterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,12 +51,7 @@ class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     username: Annotated[str, StringConstraints(min_length=1, max_length=LOGIN_IDENTIFIER_MAX)]
-    password: Annotated[
-        str,
-        Field(
-            min_length=1, max_length=LOGIN_PASSWORD_MAX, json_schema_extra={"format": "password"}
-        ),
-    ]
+    password: CurrentPassword
 
 
 class LoginForm(LoginRequest):
