@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -75,8 +75,18 @@ async def delete(session: AsyncSession, user: User) -> None:
 
 
 async def lock_avatar(session: AsyncSession, user: User) -> str | None:
-    """Re-read the user's avatar with the row locked (PostgreSQL), so two uploads at once
-    each see the file the other replaced and no file is left behind unreferenced."""
+    """Re-read the user's avatar with the row locked, so that of two uploads at once each
+    sees the file the other replaced and no file is left behind unreferenced.
+
+    PostgreSQL: SELECT ... FOR UPDATE. SQLite has no row locks, and the driver starts the
+    transaction at the first write: a no-op UPDATE takes the database's write lock first,
+    so the read sees the latest committed avatar and nobody changes it before we commit.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            update(User).where(User.id == user.id).values(avatar=User.avatar),
+            execution_options={"synchronize_session": False},
+        )
     await session.refresh(user, ["avatar"], with_for_update=True)
     return user.avatar
 
