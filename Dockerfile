@@ -17,12 +17,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     ENVIRONMENT=production \
     PORT=8000
 RUN groupadd --system --gid 10001 app \
-    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /srv app
+    && useradd --system --uid 10001 --gid app --no-create-home --home-dir /srv app \
+    && mkdir -p /srv/media \
+    && chown app:app /srv/media
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv
 COPY alembic.ini ./
 COPY alembic ./alembic
 COPY app ./app
+# Avatars (MEDIA_ROOT=./media): mount a volume here to keep them across containers.
+VOLUME ["/srv/media"]
 USER 10001:10001
 EXPOSE 8000
 # `serve` applies migrations first, then runs uvicorn on $PORT.

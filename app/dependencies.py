@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import get_session
-from app.core.errors import NotAuthenticated
+from app.core.errors import NotAuthenticated, PermissionDenied
+from app.core.images import ImageProcessor
 from app.core.security import PasswordHasher, TokenCodec
+from app.core.storage import MediaStorage
 from app.models.user import User
 from app.services import sessions
 from app.services.throttle import Throttle
@@ -43,6 +45,16 @@ def get_throttle(request: Request) -> Throttle:
     return throttle
 
 
+def get_media_storage(request: Request) -> MediaStorage:
+    storage: MediaStorage = request.app.state.media_storage
+    return storage
+
+
+def get_image_processor(request: Request) -> ImageProcessor:
+    images: ImageProcessor = request.app.state.image_processor
+    return images
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
@@ -60,6 +72,9 @@ def get_client_address(request: Request, settings: SettingsDep) -> str:
 
 
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
+
+MediaStorageDep = Annotated[MediaStorage, Depends(get_media_storage)]
+ImageProcessorDep = Annotated[ImageProcessor, Depends(get_image_processor)]
 
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
@@ -82,3 +97,20 @@ async def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_staff_user(user: CurrentUser) -> User:
+    """Staff may read the users; a superuser counts as staff (Django: all permissions)."""
+    if not (user.is_staff or user.is_superuser):
+        raise PermissionDenied()
+    return user
+
+
+async def get_superuser(user: CurrentUser) -> User:
+    if not user.is_superuser:
+        raise PermissionDenied()
+    return user
+
+
+StaffUser = Annotated[User, Depends(get_staff_user)]
+SuperUser = Annotated[User, Depends(get_superuser)]

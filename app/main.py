@@ -14,13 +14,18 @@ from fastapi.routing import APIRoute
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
+from app.core.images import ImageProcessor
 from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.security import PasswordHasher, TokenCodec
-from app.routers import auth, health, keys, users
+from app.core.storage import create_media_storage
+from app.routers import admin, auth, health, keys, media, users
 from app.schemas.auth import LoginForm, LoginRequest
 from app.services.throttle import Throttle, create_storage
 
 API_PREFIX = "/api/v1"
+# Room for the multipart framing around the avatar: boundaries, part headers, a long
+# filename. The file itself is checked against AVATAR_MAX_BYTES by the handler.
+MULTIPART_OVERHEAD = 16 * 1024
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -42,23 +47,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await engine.dispose()
             app.state.password_hasher.close()
+            app.state.image_processor.close()
 
     app = FastAPI(
         title="userservice",
         version="0.1.0",
-        description="User management: registration, JWT login and the user profile.",
+        description="User management: registration, JWT login, the user's profile and "
+        "avatar, and user administration.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher(settings.password_hash_threads)
     app.state.token_codec = TokenCodec(settings)
+    app.state.media_storage = create_media_storage(settings)
+    app.state.image_processor = ImageProcessor(
+        settings.image_threads, settings.avatar_max_bytes, settings.avatar_max_pixels
+    )
 
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(auth.router, prefix=API_PREFIX)
+    # users before admin: /users/profile must not be taken for /users/{user_id}.
     app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(admin.router, prefix=API_PREFIX)
+    app.include_router(media.router)
 
     if settings.cors_origins:
         app.add_middleware(
@@ -67,7 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={
+            app.url_path_for("upload_avatar"): settings.avatar_max_bytes + MULTIPART_OVERHEAD
+        },
+    )
     app.add_middleware(SecurityHeadersMiddleware, no_store_prefix=API_PREFIX)
     _include_extra_schemas(app, LoginRequest, LoginForm)
     return app

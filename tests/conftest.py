@@ -24,11 +24,12 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
+from app.models import User
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_REDIS = os.environ.get("USERSERVICE_REQUIRE_REDIS") == "1"
@@ -95,6 +96,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
         secret_key_file=tmp_path / "unused-key",
+        media_root=tmp_path / "media",
     )
 
 
@@ -213,3 +215,31 @@ def run_server(database_url: str, workdir: Path, **env: str) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=20)
+
+
+async def db_rows(app: FastAPI) -> list[dict[str, Any]]:
+    """Every users row, every column: compared before and after a refused request."""
+    async with app.state.engine.connect() as connection:
+        result = await connection.execute(text("SELECT * FROM users ORDER BY id"))
+        return [dict(row._mapping) for row in result]
+
+
+def media_files(app: FastAPI) -> dict[str, bytes]:
+    """Every file under MEDIA_ROOT (temporary ones included) with its content."""
+    root: Path = app.state.settings.media_root
+    if not root.exists():
+        return {}
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+async def state(app: FastAPI) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    return await db_rows(app), media_files(app)
+
+
+async def set_flags(app: FastAPI, username: str, **flags: bool) -> None:
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(update(User).where(User.username == username).values(**flags))

@@ -28,6 +28,9 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.environment == "development"
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.cors_origins == []
+    assert settings.media_root == Path("media")
+    assert settings.avatar_max_bytes == 2 * 1024 * 1024
+    assert settings.avatar_max_pixels == 4096 * 4096
 
 
 def test_development_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
@@ -58,6 +61,10 @@ def test_explicit_key_does_not_touch_the_key_file(tmp_path: Path) -> None:
         ({"access_token_ttl": 0, "secret_key": LONG_KEY}, "ACCESS_TOKEN_TTL"),
         ({"max_body_bytes": 10, "secret_key": LONG_KEY}, "max_body_bytes"),
         ({"jwt_algorithm": "none", "secret_key": LONG_KEY}, "jwt_algorithm"),
+        ({"avatar_max_bytes": 10, "secret_key": LONG_KEY}, "avatar_max_bytes"),
+        ({"avatar_max_pixels": "10000x10000", "secret_key": LONG_KEY}, "avatar_max_pixels"),
+        ({"avatar_max_pixels": "big", "secret_key": LONG_KEY}, "avatar_max_pixels"),
+        ({"image_threads": 0, "secret_key": LONG_KEY}, "image_threads"),
     ],
 )
 def test_bad_settings_are_refused(values: dict[str, object], message: str) -> None:
@@ -71,7 +78,13 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("ACCESS_TOKEN_TTL", "PT5M")
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example, http://localhost:3000")
     monkeypatch.setenv("MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("AVATAR_MAX_PIXELS", "1024x768")
+    monkeypatch.setenv("AVATAR_MAX_BYTES", "65536")
+    monkeypatch.setenv("MEDIA_ROOT", "/srv/uploads")
     settings = make()
+    assert settings.avatar_max_pixels == 1024 * 768
+    assert settings.avatar_max_bytes == 65536
+    assert settings.media_root == Path("/srv/uploads")
     assert settings.access_token_ttl == timedelta(minutes=5)
     assert settings.cors_origins == ["https://a.example", "http://localhost:3000"]
     assert settings.max_body_bytes == 2048

@@ -39,6 +39,16 @@ def test_operation_ids_are_unique_and_readable(schema: dict[str, Any]) -> None:
         "post_profile",
         "healthz",
         "jwks",
+        "update_profile",
+        "delete_account",
+        "upload_avatar",
+        "delete_avatar",
+        "change_password",
+        "list_users",
+        "get_user",
+        "update_user",
+        "delete_user",
+        "get_media",
     } <= set(ids)
 
 
@@ -51,6 +61,50 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
         ("/api/v1/auth/logout-all", "post"): {"204", "401", "404", "500"},
         ("/api/v1/users/profile", "post"): {"200", "401", "404", "500"},
         ("/api/v1/users/profile", "get"): {"200", "401", "404", "500"},
+        ("/api/v1/users/profile", "patch"): {
+            "200",
+            "401",
+            "403",
+            "404",
+            "409",
+            "413",
+            "422",
+            "500",
+        },
+        ("/api/v1/users/profile", "delete"): {
+            "204",
+            "401",
+            "403",
+            "404",
+            "409",
+            "413",
+            "422",
+            "500",
+        },
+        ("/api/v1/users/profile/avatar", "put"): {"200", "401", "404", "413", "422", "500"},
+        ("/api/v1/users/profile/avatar", "delete"): {"200", "401", "404", "500"},
+        ("/api/v1/users/profile/password", "post"): {
+            "204",
+            "401",
+            "403",
+            "404",
+            "413",
+            "422",
+            "500",
+        },
+        ("/api/v1/users", "get"): {"200", "401", "403", "404", "422", "500"},
+        ("/api/v1/users/{user_id}", "get"): {"200", "401", "403", "404", "422", "500"},
+        ("/api/v1/users/{user_id}", "patch"): {
+            "200",
+            "401",
+            "403",
+            "404",
+            "409",
+            "413",
+            "422",
+            "500",
+        },
+        ("/api/v1/users/{user_id}", "delete"): {"204", "401", "403", "404", "409", "422", "500"},
     }
     for path, method, operation in operations(schema):
         if not path.startswith("/api/"):
@@ -116,3 +170,37 @@ async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
     spec = await client.get("/openapi.json")
     assert spec.status_code == 200
     assert spec.json()["info"]["title"] == "userservice"
+
+
+def test_account_and_admin_schemas_are_named_and_forbid_extra_fields(
+    schema: dict[str, Any],
+) -> None:
+    components = schema["components"]["schemas"]
+    for name in ("ProfileUpdate", "PasswordChange", "AccountDelete", "AdminUserUpdate"):
+        assert components[name]["additionalProperties"] is False, name
+    assert set(components["UserPage"]["properties"]) == {"items", "total", "limit", "offset"}
+    assert set(components["AdminUserUpdate"]["properties"]) == {
+        "username",
+        "email",
+        "first_name",
+        "last_name",
+        "number_phone",
+        "is_active",
+        "is_staff",
+        "is_superuser",
+    }
+    update = components["ProfileUpdate"]["properties"]
+    assert update["email"]["anyOf"][0]["maxLength"] == 200
+    assert update["number_phone"]["anyOf"][0]["maxLength"] == 10
+    avatar = schema["paths"]["/api/v1/users/profile/avatar"]["put"]["requestBody"]
+    assert "multipart/form-data" in avatar["content"]
+
+
+def test_admin_parameters_are_bounded(schema: dict[str, Any]) -> None:
+    (user_id,) = schema["paths"]["/api/v1/users/{user_id}"]["get"]["parameters"]
+    assert user_id["schema"]["type"] == "integer"
+    assert (user_id["schema"]["minimum"], user_id["schema"]["maximum"]) == (1, 2**63 - 1)
+    params = {p["name"]: p for p in schema["paths"]["/api/v1/users"]["get"]["parameters"]}
+    assert set(params) == {"search", "is_active", "is_staff", "ordering", "limit", "offset"}
+    assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, 100)
+    assert "-last_login" in params["ordering"]["schema"]["enum"]

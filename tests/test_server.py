@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import subprocess
 import sys
 import uuid
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.conftest import PASSWORD, run_server, server_env, user_payload
 
@@ -55,6 +58,19 @@ async def test_readme_walkthrough(http: httpx.AsyncClient) -> None:
     assert profile.status_code == 200
     assert profile.json()["username"] == name
     assert profile.json()["email"] == f"{name}@example.com"
+    # an avatar larger than this server's MAX_BODY_BYTES: the upload route has its own limit
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(buffer, "PNG")
+    assert len(buffer.getvalue()) > MAX_BODY
+    avatar = await http.put(
+        "/api/v1/users/profile/avatar",
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        files={"file": ("me.png", buffer.getvalue(), "image/png")},
+    )
+    assert avatar.status_code == 200, avatar.text
+    image = await http.get(avatar.json()["avatar"])
+    assert image.headers["content-type"] == "image/png"
+    assert image.headers["x-content-type-options"] == "nosniff"
     docs = await http.get("/docs")
     assert docs.status_code == 200
 

@@ -193,3 +193,38 @@ async def test_refresh_input_is_validated(client: httpx.AsyncClient, body: dict[
     response = await client.post(REFRESH, json=body)
     assert response.status_code == 422
     assert response.json()["code"] == "validation_error"
+
+
+async def test_password_change_ends_every_session(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    other = await log_in(client)  # issued in the same second as the change below
+    new_password = "another-Strong-passphrase-29"
+    changed = await client.post(
+        "/api/v1/users/profile/password",
+        json={"current_password": PASSWORD, "new_password": new_password},
+        headers=bearer(other["access_token"]),
+    )
+    assert changed.status_code == 204
+    for pair in (tokens, other):
+        assert await profile_status(client, pair["access_token"]) == 401
+        refresh = await client.post(REFRESH, json={"refresh_token": pair["refresh_token"]})
+        assert refresh.status_code == 401
+    fresh = await client.post(TOKEN, json={"username": "alice", "password": new_password})
+    assert fresh.status_code == 200
+    assert await profile_status(client, fresh.json()["access_token"]) == 200
+
+
+async def test_account_deletion_ends_every_session(
+    client: httpx.AsyncClient, tokens: dict[str, Any]
+) -> None:
+    deleted = await client.request(
+        "DELETE",
+        PROFILE,
+        json={"current_password": PASSWORD},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert deleted.status_code == 204
+    assert await profile_status(client, tokens["access_token"]) == 404  # the seed's contract
+    refresh = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from datetime import timedelta
 from functools import lru_cache
@@ -24,6 +25,12 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+# The highest AVATAR_MAX_PIXELS accepted (8192x8192): a decoded RGBA image of this size
+# takes 256 MiB, so the setting cannot be raised into memory-exhaustion territory.
+AVATAR_PIXELS_CEILING = 8192 * 8192
+_PIXELS = re.compile(r"\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*")
 
 
 class DatabaseSettings(BaseSettings):
@@ -96,6 +103,18 @@ class Settings(DatabaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     password_hash_threads: int = Field(default=4, ge=1, le=64)
+    media_root: Path = Field(
+        default=Path("media"),
+        description="Directory of the local media storage (avatars); served at /media/.",
+    )
+    avatar_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    avatar_max_pixels: int = Field(
+        default=4096 * 4096,
+        ge=1,
+        le=AVATAR_PIXELS_CEILING,
+        description="Largest avatar in pixels (width x height): a number or WIDTHxHEIGHT.",
+    )
+    image_threads: int = Field(default=2, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     _split_lists = field_validator(
@@ -131,6 +150,13 @@ class Settings(DatabaseSettings):
                     f"CORS_ORIGINS entries must be explicit http(s) origins, got {origin!r}"
                 )
         return origins
+
+    @field_validator("avatar_max_pixels", mode="before")
+    @classmethod
+    def _pixels(cls, value: object) -> object:
+        if isinstance(value, str) and (match := _PIXELS.fullmatch(value)):
+            return int(match.group(1)) * int(match.group(2))
+        return value
 
     @field_validator("access_token_ttl", "refresh_token_ttl", mode="before")
     @classmethod

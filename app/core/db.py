@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +19,12 @@ from app.core.config import DatabaseSettings
 from app.core.errors import AppError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_AFTER_COMMIT = "after_commit"
+_AFTER_ROLLBACK = "after_rollback"
+
+logger = logging.getLogger("app.db")
+
+Callback = Callable[[], Awaitable[None]]
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
@@ -50,12 +57,38 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def after_commit(session: AsyncSession, callback: Callback) -> None:
+    """Run ``callback`` once the request's transaction is committed (e.g. delete a replaced
+    file: only when the database no longer points to it)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+def after_rollback(session: AsyncSession, callback: Callback) -> None:
+    """Run ``callback`` if the request's transaction is rolled back or its commit fails
+    (e.g. delete a file written for a change that was not kept)."""
+    session.info.setdefault(_AFTER_ROLLBACK, []).append(callback)
+
+
+async def _run_callbacks(session: AsyncSession, *, committed: bool) -> None:
+    callbacks: list[Callback] = session.info.pop(
+        _AFTER_COMMIT if committed else _AFTER_ROLLBACK, []
+    )
+    session.info.pop(_AFTER_ROLLBACK if committed else _AFTER_COMMIT, None)
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            # The transaction's outcome is decided; a failed clean-up is logged, not raised.
+            logger.exception("%s callback failed", "after-commit" if committed else "rollback")
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request; the only place that commits.
 
     Used with ``Depends(get_session, scope="function")`` so the commit runs after the
     handler returns and before the response is sent: a failed commit is an error
-    response, never a 200 for data that was not written.
+    response, never a 200 for data that was not written. Callbacks registered with
+    `after_commit` / `after_rollback` run once the outcome is known.
     """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
@@ -66,6 +99,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         except BaseException:
             await session.rollback()
+            await _run_callbacks(session, committed=False)
             raise
-        else:
+        try:
             await session.commit()
+        except BaseException:
+            await _run_callbacks(session, committed=False)
+            raise
+        await _run_callbacks(session, committed=True)

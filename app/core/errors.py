@@ -93,6 +93,38 @@ class EmailTaken(AppError):
     detail = "A user with that email already exists"
 
 
+class PermissionDenied(AppError):
+    status_code = 403
+    code = "permission_denied"
+    detail = "You do not have permission to perform this action"
+
+
+class InvalidCurrentPassword(AppError):
+    status_code = 403
+    code = "invalid_current_password"
+    detail = "The current password is incorrect"
+
+
+class LastSuperuser(AppError):
+    status_code = 409
+    code = "last_superuser"
+    detail = "The last active superuser cannot be deactivated, demoted or deleted"
+
+
+class MediaNotFound(AppError):
+    status_code = 404
+    code = "not_found"
+    detail = "Not Found"
+
+
+class FileTooLarge(AppError):
+    status_code = 413
+    code = "file_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"The file exceeds {max_bytes} bytes")
+
+
 class UnsupportedMediaType(AppError):
     status_code = 415
     code = "unsupported_media_type"
@@ -116,16 +148,31 @@ class ServiceUnavailable(AppError):
     headers = MappingProxyType({"Retry-After": "5"})
 
 
-class PasswordRejected(AppError):
-    """The password breaks a password rule; rendered like any other 422 on that field."""
+class FieldRejected(AppError):
+    """A field broke a rule checked outside the schema; rendered like any other 422 on it:
+    ``detail`` is a list of ``{type, loc: ["body", field], msg}``."""
 
     status_code = 422
     code = "validation_error"
 
-    def __init__(self, problems: Sequence[tuple[str, str]], field: str = "password") -> None:
+    def __init__(self, problems: Sequence[tuple[str, str]], field: str) -> None:
         self.problems = list(problems)
         self.field = field
         super().__init__("; ".join(message for _, message in self.problems))
+
+
+class PasswordRejected(FieldRejected):
+    """The password breaks a password rule."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], field: str = "password") -> None:
+        super().__init__(problems, field)
+
+
+class InvalidImage(FieldRejected):
+    """The uploaded file is not an acceptable image (type, size in pixels, corrupt)."""
+
+    def __init__(self, problem: str, message: str, field: str = "file") -> None:
+        super().__init__([(problem, message)], field)
 
 
 def _error_body(detail: Any, code: str) -> dict[str, Any]:
@@ -161,7 +208,7 @@ def _safe_validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 
 async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    if isinstance(exc, PasswordRejected):
+    if isinstance(exc, FieldRejected):
         detail: Any = [
             {"type": code, "loc": ["body", exc.field], "msg": message}
             for code, message in exc.problems

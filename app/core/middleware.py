@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -23,20 +24,36 @@ class BodyTooLarge(HTTPException):
 
 class BodySizeLimitMiddleware:
     """413 for bodies over ``max_bytes``: refused from Content-Length before reading, or as
-    soon as a streamed body passes the limit, never read further."""
+    soon as a streamed body passes the limit, never read further.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``path_limits`` gives particular paths (relative to the root path) their own limit,
+    larger or smaller than the default: the avatar upload accepts AVATAR_MAX_BYTES plus the
+    multipart framing, every other route keeps MAX_BODY_BYTES.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
+
+    def limit_for(self, scope: Scope) -> int:
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
+        return self.path_limits.get(path, self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit_for(scope)
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    await _send_too_large(send, self.max_bytes)
+                if not value.isdigit() or int(value) > max_bytes:
+                    await _send_too_large(send, max_bytes)
                     return
                 break
 
@@ -48,8 +65,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -63,7 +80,7 @@ class BodySizeLimitMiddleware:
         except BodyTooLarge:
             if response_started:
                 raise
-            await _send_too_large(send, self.max_bytes)
+            await _send_too_large(send, max_bytes)
 
 
 async def _send_too_large(send: Send, max_bytes: int) -> None:

@@ -22,6 +22,7 @@ from passlib.exc import UnknownHashError
 
 from app.core.config import Settings
 from app.core.errors import InvalidToken
+from app.models.user import ID_MAX
 
 # New hashes: argon2id with OWASP's minimum (m=19 MiB, t=2, p=1). Django's formats verify
 # and, being deprecated here, are re-hashed to argon2id on the next successful login.
@@ -47,7 +48,6 @@ PASSWORD_CONTEXT = CryptContext(
 MAX_TOKEN_LENGTH = 8192
 _SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
 _SESSION = re.compile(r"[0-9a-f]{32}")
-_MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +230,7 @@ class TokenCodec:
         if not isinstance(jti, str) or not jti:
             raise InvalidToken()
         user_id = int(subject)
-        if user_id > _MAX_ID:
+        if user_id > ID_MAX:
             raise InvalidToken()
         return TokenClaims(user_id=user_id, session_id=uuid.UUID(hex=session), jti=jti)
 

@@ -14,6 +14,7 @@ EMAIL_MAX = 200
 NAME_MAX = 200
 PHONE_MAX = 10
 AVATAR_MAX = 255
+ID_MAX = 2**63 - 1  # BIGINT; larger ids are refused before they reach the database
 
 
 class User(Base):

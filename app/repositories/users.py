@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import EmailTaken, UsernameTaken
 from app.models.user import User
@@ -27,20 +31,149 @@ async def get_by_login(session: AsyncSession, identifier: str) -> User | None:
     return candidates[0] if candidates else None
 
 
-async def find_conflict(session: AsyncSession, username: str, email: str) -> User | None:
-    return await session.scalar(
-        select(User).where(or_(User.username == username, User.email == email)).limit(1)
-    )
+async def find_conflict(
+    session: AsyncSession,
+    username: str | None,
+    email: str | None,
+    exclude_id: int | None = None,
+) -> User | None:
+    """A user (other than ``exclude_id``) who already has this username or email."""
+    conditions = [
+        condition
+        for value, condition in (
+            (username, User.username == username),
+            (email, User.email == email),
+        )
+        if value is not None
+    ]
+    if not conditions:
+        return None
+    statement = select(User).where(or_(*conditions))
+    if exclude_id is not None:
+        statement = statement.where(User.id != exclude_id)
+    return await session.scalar(statement.limit(1))
 
 
 async def add(session: AsyncSession, user: User) -> User:
     """Insert and flush; a unique-constraint race becomes UsernameTaken or EmailTaken."""
     session.add(user)
+    await save(session)
+    return user
+
+
+async def save(session: AsyncSession) -> None:
+    """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken."""
     try:
         await session.flush()
     except IntegrityError as exc:
         raise _conflict_error(exc) from None
-    return user
+
+
+async def delete(session: AsyncSession, user: User) -> None:
+    await session.delete(user)
+    await session.flush()
+
+
+async def lock_avatar(session: AsyncSession, user: User) -> str | None:
+    """Re-read the user's avatar with the row locked, so that of two uploads at once each
+    sees the file the other replaced and no file is left behind unreferenced.
+
+    PostgreSQL: SELECT ... FOR UPDATE. SQLite has no row locks, and the driver starts the
+    transaction at the first write: a no-op UPDATE takes the database's write lock first,
+    so the read sees the latest committed avatar and nobody changes it before we commit.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(
+            update(User).where(User.id == user.id).values(avatar=User.avatar),
+            execution_options={"synchronize_session": False},
+        )
+    await session.refresh(user, ["avatar"], with_for_update=True)
+    return user.avatar
+
+
+async def lock_active_superusers(session: AsyncSession) -> None:
+    """Lock the active superusers' rows (PostgreSQL; in id order, so no deadlock) and reload
+    them: two requests demoting the last two superusers then run one after the other.
+    SQLite serialises writers, and the count taken after the write settles it there."""
+    await session.scalars(
+        select(User)
+        .where(*_ACTIVE_SUPERUSER)
+        .order_by(User.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+async def count_active_superusers(session: AsyncSession) -> int:
+    count = await session.scalar(select(func.count()).select_from(User).where(*_ACTIVE_SUPERUSER))
+    return int(count or 0)
+
+
+_ACTIVE_SUPERUSER = (User.is_active.is_(True), User.is_superuser.is_(True))
+
+
+Ordering = Literal[
+    "id",
+    "-id",
+    "username",
+    "-username",
+    "email",
+    "-email",
+    "date_joined",
+    "-date_joined",
+    "last_login",
+    "-last_login",
+]
+_ORDER_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
+    "id": User.id,
+    "username": User.username,
+    "email": User.email,
+    "date_joined": User.date_joined,
+    "last_login": User.last_login,
+}
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    text: str | None,
+    is_active: bool | None,
+    is_staff: bool | None,
+    ordering: Ordering,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[User], int]:
+    """One page of users and the total matching. ``text`` matches username, email and names
+    case-insensitively as a substring; LIKE wildcards and the escape character in it are
+    escaped (``autoescape``), so ``%`` or ``_`` only match themselves."""
+    conditions: list[ColumnElement[bool]] = []
+    if text:
+        conditions.append(
+            or_(
+                *(
+                    column.icontains(text, autoescape=True)
+                    for column in (User.username, User.email, User.first_name, User.last_name)
+                )
+            )
+        )
+    if is_active is not None:
+        conditions.append(User.is_active.is_(is_active))
+    if is_staff is not None:
+        conditions.append(User.is_staff.is_(is_staff))
+    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
+    column = _ORDER_COLUMNS[ordering.removeprefix("-")]
+    # NULLS LAST either way (SQLite and PostgreSQL disagree by default); id breaks ties, so
+    # pages neither repeat nor skip rows.
+    order = column.desc() if ordering.startswith("-") else column.asc()
+    id_order = User.id.desc() if ordering.startswith("-") else User.id.asc()
+    rows = await session.scalars(
+        select(User)
+        .where(*conditions)
+        .order_by(order.nulls_last(), id_order)
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.all(), int(total or 0)
 
 
 def _conflict_error(exc: IntegrityError) -> UsernameTaken | EmailTaken:

@@ -20,9 +20,14 @@ _DESCRIPTIONS = {
 }
 
 
-def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(
+    *status_codes: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The error responses of a route; ``descriptions`` replaces the generic wording where a
+    status means something particular on that route."""
     responses: dict[int | str, dict[str, Any]] = {}
     for status_code in (*status_codes, 500):
         model = ValidationErrorResponse if status_code == 422 else ErrorResponse
-        responses[status_code] = {"model": model, "description": _DESCRIPTIONS[status_code]}
+        description = (descriptions or {}).get(status_code, _DESCRIPTIONS[status_code])
+        responses[status_code] = {"model": model, "description": description}
     return responses

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.dependencies import CurrentUser
+from fastapi import APIRouter, File, UploadFile, status
+
+from app.dependencies import (
+    CurrentUser,
+    ImageProcessorDep,
+    MediaStorageDep,
+    PasswordHasherDep,
+    SessionDep,
+)
 from app.routers.responses import error_responses
-from app.schemas.user import UserRead
+from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
+from app.services import account
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -35,3 +44,129 @@ async def post_profile(user: CurrentUser) -> UserRead:
 )
 async def get_profile(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
+
+
+@router.patch(
+    "/profile",
+    response_model=UserRead,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        descriptions={
+            403: "Changing the email or username needs the right `current_password` "
+            "(code `invalid_current_password`).",
+            422: "Invalid field, or an unknown or privileged field (`is_staff`, `id`, ...).",
+        },
+    ),
+    summary="Update the user profile",
+    description="Partial update: send only the fields to change. Changing `email` or "
+    "`username` requires `current_password` in the same body. The same rules as at "
+    "registration; a taken username or email (whatever its case) is a 409.",
+)
+async def update_profile(
+    data: ProfileUpdate, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+) -> UserRead:
+    return UserRead.model_validate(await account.update_profile(session, hasher, user, data))
+
+
+@router.put(
+    "/profile/avatar",
+    response_model=UserRead,
+    responses=error_responses(
+        401,
+        404,
+        413,
+        422,
+        descriptions={
+            413: "The file is larger than AVATAR_MAX_BYTES (code `file_too_large`), or the "
+            "whole request far larger (code `request_too_large`).",
+            422: "Not a PNG, JPEG or WebP image (decided by the content), empty, truncated or "
+            "corrupt, or more pixels than AVATAR_MAX_PIXELS.",
+        },
+    ),
+    summary="Upload or replace the avatar",
+    description="Multipart form with one field, `file`: a PNG, JPEG or WebP image. It is "
+    "re-encoded (metadata such as EXIF/GPS removed) and stored under a new name; the "
+    "profile's `avatar` is its URL path. The previous avatar file is deleted.",
+)
+async def upload_avatar(
+    file: Annotated[UploadFile, File(description="PNG, JPEG or WebP image.")],
+    user: CurrentUser,
+    session: SessionDep,
+    storage: MediaStorageDep,
+    images: ImageProcessorDep,
+) -> UserRead:
+    # Never more than the limit plus one byte: enough to tell that the file is too large.
+    data = await file.read(images.max_bytes + 1)
+    user = await account.set_avatar(session, storage, images, user, data)
+    return UserRead.model_validate(user)
+
+
+@router.delete(
+    "/profile/avatar",
+    response_model=UserRead,
+    responses=PROFILE_RESPONSES,
+    summary="Remove the avatar",
+    description="The avatar file is deleted and `avatar` becomes null (also when there was none).",
+)
+async def delete_avatar(
+    user: CurrentUser, session: SessionDep, storage: MediaStorageDep
+) -> UserRead:
+    return UserRead.model_validate(await account.delete_avatar(session, storage, user))
+
+
+@router.post(
+    "/profile/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        413,
+        422,
+        descriptions={
+            403: "Wrong `current_password` (code `invalid_current_password`).",
+            422: "Invalid input, or `new_password` breaks a password rule.",
+        },
+    ),
+    summary="Change the password",
+    description="The new password follows the registration rules. Afterwards the old "
+    "password no longer logs in.",
+)
+async def change_password(
+    data: PasswordChange, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+) -> None:
+    await account.change_password(session, hasher, user, data)
+
+
+@router.delete(
+    "/profile",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        descriptions={
+            403: "Wrong `current_password` (code `invalid_current_password`).",
+            409: "The user is the last active superuser (code `last_superuser`).",
+        },
+    ),
+    summary="Delete the account",
+    description="JSON body `{current_password}`. The account and its avatar are deleted; the "
+    "username and email can be registered again.",
+)
+async def delete_account(
+    data: AccountDelete,
+    user: CurrentUser,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    storage: MediaStorageDep,
+) -> None:
+    await account.delete_account(session, hasher, storage, user, data.current_password)

@@ -30,6 +30,16 @@ NewPassword = Annotated[
 ]
 
 
+CurrentPassword = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=LOGIN_PASSWORD_MAX,
+        json_schema_extra={"format": "password", "writeOnly": True},
+    ),
+]
+
+
 class RegisterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,12 +61,7 @@ class LoginRequest(BaseModel):
         StringConstraints(min_length=1, max_length=LOGIN_IDENTIFIER_MAX),
         AfterValidator(reject_control_characters),  # a NUL would reach the database
     ]
-    password: Annotated[
-        str,
-        Field(
-            min_length=1, max_length=LOGIN_PASSWORD_MAX, json_schema_extra={"format": "password"}
-        ),
-    ]
+    password: CurrentPassword
 
 
 class LoginForm(LoginRequest):

@@ -1,12 +1,37 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_serializer,
+    field_validator,
+)
 
-from app.models.user import EMAIL_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX
+from app.models.user import EMAIL_MAX, ID_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX
+from app.repositories.users import Ordering
+from app.schemas.auth import CurrentPassword, NewPassword
+from app.schemas.fields import (
+    Email,
+    PersonName,
+    PhoneNumber,
+    Username,
+    reject_control_characters,
+)
 
 MEDIA_URL = "/media/"
+
+SearchText = Annotated[
+    str,
+    AfterValidator(reject_control_characters),
+    StringConstraints(strip_whitespace=True, max_length=max(EMAIL_MAX, NAME_MAX, USERNAME_MAX)),
+]
 
 
 class UserRead(BaseModel):
@@ -30,3 +55,76 @@ class UserRead(BaseModel):
     @field_serializer("avatar")
     def _avatar_url(self, avatar: str | None) -> str | None:
         return f"{MEDIA_URL}{avatar}" if avatar else None
+
+
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("may be left out but not null")
+    return value
+
+
+class ProfileFields(BaseModel):
+    """The editable profile fields, all optional (a partial update); the same rules as at
+    registration. Explicit nulls are refused: leave a field out to keep it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username | None = None
+    email: Email | None = None
+    first_name: PersonName | None = None
+    last_name: PersonName | None = None
+    number_phone: PhoneNumber | None = None
+
+    _no_nulls = field_validator("username", "email", "first_name", "last_name", "number_phone")(
+        _not_null
+    )
+
+
+class ProfileUpdate(ProfileFields):
+    current_password: CurrentPassword | None = Field(
+        default=None, description="Required to change the email or the username."
+    )
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: CurrentPassword
+    new_password: NewPassword
+
+
+class AccountDelete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: CurrentPassword
+
+
+class AdminUserUpdate(ProfileFields):
+    """What a superuser may change: the profile fields and the three flags."""
+
+    is_active: StrictBool | None = None
+    is_staff: StrictBool | None = None
+    is_superuser: StrictBool | None = None
+
+    _no_null_flags = field_validator("is_active", "is_staff", "is_superuser")(_not_null)
+
+
+class UserListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search: SearchText | None = Field(
+        default=None,
+        description="Case-insensitive substring of the username, email, first or last name.",
+    )
+    is_active: bool | None = None
+    is_staff: bool | None = None
+    ordering: Ordering = Field(default="id", description="A field, `-` for descending.")
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=ID_MAX)
+
+
+class UserPage(BaseModel):
+    items: list[UserRead]
+    total: int = Field(description="Users matching the filters, on all pages.")
+    limit: int
+    offset: int

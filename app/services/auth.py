@@ -11,19 +11,14 @@ from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
 from app.services import sessions
-from app.services.password_policy import password_problems
+from app.services.password_policy import password_problems, user_attributes
 from app.services.throttle import Throttle
 
 
 async def register(session: AsyncSession, hasher: PasswordHasher, data: RegisterRequest) -> User:
     problems = password_problems(
         data.password,
-        [
-            ("username", data.username),
-            ("email address", data.email),
-            ("first name", data.first_name),
-            ("last name", data.last_name),
-        ],
+        user_attributes(data.username, data.email, data.first_name, data.last_name),
     )
     if problems:
         raise PasswordRejected(problems)

@@ -45,6 +45,18 @@ def _too_similar(password: str, attribute: str) -> bool:
     return False
 
 
+def user_attributes(
+    username: str, email: str, first_name: str, last_name: str
+) -> list[tuple[str, str]]:
+    """The (name, value) pairs a password must not be too similar to (Django's defaults)."""
+    return [
+        ("username", username),
+        ("email address", email),
+        ("first name", first_name),
+        ("last name", last_name),
+    ]
+
+
 def password_problems(password: str, attributes: Iterable[tuple[str, str]] = ()) -> list[Problem]:
     """Every rule the password breaks; ``attributes`` are (name, value) of the user's fields."""
     problems: list[Problem] = []

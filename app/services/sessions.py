@@ -88,8 +88,8 @@ async def user_from_access_token(db: AsyncSession, codec: TokenCodec, token: str
     )
     if user is None:
         raise UserNotFound()
-    if not session_live:
-        raise SessionRevoked()
     if not user.is_active:
         raise InactiveUser()
+    if not session_live:
+        raise SessionRevoked()
     return user

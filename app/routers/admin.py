@@ -1,0 +1,128 @@
+"""User management: staff may read, superusers may change and delete."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import BeforeValidator
+
+from app.dependencies import MediaStorageDep, SessionDep, StaffUser, SuperUser
+from app.models.user import ID_MAX
+from app.routers.responses import error_responses
+from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
+from app.services import admin
+
+router = APIRouter(prefix="/users", tags=["admin"])
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _plain_integer(value: object) -> object:
+    """Only plain decimal digits: no '1.0', '+1', '1_000' or non-ASCII digits."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("Input should be a positive integer")
+    return value
+
+
+UserId = Annotated[
+    int,
+    Path(ge=1, le=ID_MAX, description="The user's id (1 to 2^63-1)."),
+    BeforeValidator(_plain_integer),
+]
+
+_403 = "The signed-in user is not staff (reading) or not a superuser (changing)."
+_404 = "No user has this id, or the token's user no longer exists."
+
+
+@router.get(
+    "",
+    response_model=UserPage,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        422,
+        descriptions={
+            403: _403,
+            422: "Invalid query: unknown parameter, `ordering` outside the allow-list, "
+            "`limit` outside 1..100, negative `offset`.",
+        },
+    ),
+    summary="List users (staff)",
+    description="Filter with `search` (substring of username, email, first or last name; "
+    "case-insensitive; `%` and `_` match themselves), `is_active`, `is_staff`; sort with "
+    "`ordering` (`id`, `username`, `email`, `date_joined`, `last_login`, `-` for "
+    "descending; users who never logged in come last); page with `limit` and `offset`.",
+)
+async def list_users(
+    query: Annotated[UserListQuery, Query()], _staff: StaffUser, session: SessionDep
+) -> UserPage:
+    users, total = await admin.list_users(session, query)
+    return UserPage(
+        items=[UserRead.model_validate(user) for user in users],
+        total=total,
+        limit=query.limit,
+        offset=query.offset,
+    )
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=error_responses(401, 403, 404, 422, descriptions={403: _403, 404: _404}),
+    summary="Get a user (staff)",
+)
+async def get_user(user_id: UserId, _staff: StaffUser, session: SessionDep) -> UserRead:
+    return UserRead.model_validate(await admin.get_user(session, user_id))
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserRead,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        descriptions={
+            403: _403,
+            404: _404,
+            409: "The username or email is taken (`username_taken`, `email_taken`), or the "
+            "change would leave no active superuser (`last_superuser`).",
+        },
+    ),
+    summary="Update a user (superuser)",
+    description="Partial update of the profile fields and `is_active`, `is_staff`, "
+    "`is_superuser`. A deactivated user's tokens stop working at once.",
+)
+async def update_user(
+    user_id: UserId, data: AdminUserUpdate, _superuser: SuperUser, session: SessionDep
+) -> UserRead:
+    return UserRead.model_validate(await admin.update_user(session, user_id, data))
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        409,
+        422,
+        descriptions={
+            403: _403,
+            404: _404,
+            409: "The user is the last active superuser (code `last_superuser`).",
+        },
+    ),
+    summary="Delete a user (superuser)",
+)
+async def delete_user(
+    user_id: UserId, _superuser: SuperUser, session: SessionDep, storage: MediaStorageDep
+) -> None:
+    await admin.delete_user(session, storage, user_id)

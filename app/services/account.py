@@ -1,0 +1,165 @@
+"""The signed-in user's account: profile changes, avatar, password change, deletion.
+
+Also the rules admin.py shares: applying profile changes with a clear 409, removing a user
+(and their avatar file), keeping at least one active superuser.
+
+Files and transactions: a new avatar is written (atomically) before the database change and
+deleted again if the transaction rolls back or its commit fails; a replaced or orphaned
+avatar is deleted only after the commit, when no row points to it any more.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import after_commit, after_rollback
+from app.core.errors import (
+    EmailTaken,
+    FileTooLarge,
+    InvalidCurrentPassword,
+    LastSuperuser,
+    PasswordRejected,
+    UsernameTaken,
+)
+from app.core.images import ImageProcessor
+from app.core.security import PasswordHasher
+from app.core.storage import MediaStorage
+from app.models.user import User
+from app.repositories import users as users_repo
+from app.schemas.user import PasswordChange, ProfileUpdate
+from app.services import sessions
+from app.services.password_policy import password_problems, user_attributes
+
+AVATAR_DIRECTORY = "avatars"
+CREDENTIAL_FIELDS = ("username", "email")  # changing these needs the current password
+
+
+async def verify_current_password(hasher: PasswordHasher, user: User, password: str | None) -> None:
+    """403 unless ``password`` is the user's password."""
+    if password is None:
+        raise InvalidCurrentPassword(
+            "The current password is required to change the email or username"
+        )
+    check = await hasher.verify(password, user.password)
+    if not check.valid:
+        raise InvalidCurrentPassword()
+    if check.new_hash is not None:
+        user.password = check.new_hash  # as at login: upgrade a Django or older hash
+
+
+async def update_profile(
+    session: AsyncSession, hasher: PasswordHasher, user: User, data: ProfileUpdate
+) -> User:
+    """Partial update; the email or username only change with the current password (a
+    stolen access token alone cannot take over the account's identity)."""
+    changes = _changed(user, data.model_dump(exclude_unset=True, exclude={"current_password"}))
+    if data.current_password is not None or any(field in changes for field in CREDENTIAL_FIELDS):
+        await verify_current_password(hasher, user, data.current_password)
+    await apply_changes(session, user, changes)
+    return user
+
+
+async def apply_changes(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:
+    """Set validated fields; a taken username or email is a 409, decided by the unique
+    constraints when two requests race (the check first gives the common case its answer)."""
+    username, email = changes.get("username"), changes.get("email")
+    if username is not None or email is not None:
+        existing = await users_repo.find_conflict(session, username, email, exclude_id=user.id)
+        if existing is not None:
+            raise UsernameTaken() if existing.username == username else EmailTaken()
+    for field, value in changes.items():
+        setattr(user, field, value)
+    await users_repo.save(session)
+
+
+async def change_password(
+    session: AsyncSession, hasher: PasswordHasher, user: User, data: PasswordChange
+) -> None:
+    """403 for a wrong current password, 422 when the new one breaks a registration rule.
+
+    Every session of the user ends, this one included: whoever may have the old password
+    (or a token) must log in again with the new one.
+    """
+    await verify_current_password(hasher, user, data.current_password)
+    problems = password_problems(
+        data.new_password,
+        user_attributes(user.username, user.email, user.first_name, user.last_name),
+    )
+    if problems:
+        raise PasswordRejected(problems, field="new_password")
+    user.password = await hasher.hash(data.new_password)
+    await users_repo.save(session)
+    await sessions.revoke_all(session, user.id)
+
+
+async def delete_account(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    storage: MediaStorage,
+    user: User,
+    current_password: str,
+) -> None:
+    """The user deletes themselves: their username and email become free again."""
+    await verify_current_password(hasher, user, current_password)
+    await remove_user(session, storage, user)
+
+
+async def remove_user(session: AsyncSession, storage: MediaStorage, user: User) -> None:
+    """Delete the row (never the last active superuser), then, once committed, the avatar.
+    The user's sessions go with the row (ON DELETE CASCADE)."""
+    guarded = user.is_active and user.is_superuser
+    if guarded:
+        await users_repo.lock_active_superusers(session)
+    avatar = user.avatar
+    await users_repo.delete(session, user)
+    if guarded:
+        await ensure_a_superuser_remains(session)
+    if avatar:
+        after_commit(session, partial(storage.delete, avatar))
+
+
+async def ensure_a_superuser_remains(session: AsyncSession) -> None:
+    """Called after the change is flushed (with the superusers locked beforehand): the count
+    then includes this transaction's change and, on PostgreSQL, every committed one."""
+    if await users_repo.count_active_superusers(session) == 0:
+        raise LastSuperuser()
+
+
+async def set_avatar(
+    session: AsyncSession,
+    storage: MediaStorage,
+    images: ImageProcessor,
+    user: User,
+    data: bytes,
+) -> User:
+    """Validate and re-encode the image, store it under a new random name, point the user
+    to it; the previous file is deleted after the commit."""
+    if len(data) > images.max_bytes:
+        raise FileTooLarge(images.max_bytes)
+    image = await images.avatar(data)
+    name = f"{AVATAR_DIRECTORY}/{secrets.token_hex(16)}.{image.extension}"
+    after_rollback(session, partial(storage.delete, name))
+    await storage.save(name, image.data)
+    previous = await users_repo.lock_avatar(session, user)
+    user.avatar = name
+    await users_repo.save(session)
+    if previous:
+        after_commit(session, partial(storage.delete, previous))
+    return user
+
+
+async def delete_avatar(session: AsyncSession, storage: MediaStorage, user: User) -> User:
+    previous = await users_repo.lock_avatar(session, user)
+    if previous is not None:
+        user.avatar = None
+        await users_repo.save(session)
+        after_commit(session, partial(storage.delete, previous))
+    return user
+
+
+def _changed(user: User, values: dict[str, Any]) -> dict[str, Any]:
+    return {field: value for field, value in values.items() if getattr(user, field) != value}

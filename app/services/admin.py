@@ -1,0 +1,66 @@
+"""User management by staff (read) and superusers (change, delete)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import UserNotFound
+from app.core.storage import MediaStorage
+from app.models.user import User
+from app.repositories import users as users_repo
+from app.schemas.user import AdminUserUpdate, UserListQuery
+from app.services import sessions
+from app.services.account import apply_changes, ensure_a_superuser_remains, remove_user
+
+
+async def list_users(session: AsyncSession, query: UserListQuery) -> tuple[Sequence[User], int]:
+    return await users_repo.search(
+        session,
+        text=query.search,
+        is_active=query.is_active,
+        is_staff=query.is_staff,
+        ordering=query.ordering,
+        limit=query.limit,
+        offset=query.offset,
+    )
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    user = await users_repo.get_by_id(session, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def update_user(session: AsyncSession, user_id: int, data: AdminUserUpdate) -> User:
+    """Profile fields and flags. Deactivating or demoting the last active superuser is a 409.
+
+    Deactivation takes effect at once (the current-user dependency loads the user on every
+    request) and ends every session, so reactivating does not revive old tokens.
+    """
+    user = await get_user(session, user_id)
+    changes = {
+        field: value
+        for field, value in data.model_dump(exclude_unset=True).items()
+        if getattr(user, field) != value
+    }
+    demotes = (
+        user.is_active
+        and user.is_superuser
+        and (changes.get("is_active") is False or changes.get("is_superuser") is False)
+    )
+    if demotes:
+        await users_repo.lock_active_superusers(session)
+    await apply_changes(session, user, changes)
+    if demotes:
+        await ensure_a_superuser_remains(session)
+    if changes.get("is_active") is False:
+        await sessions.revoke_all(session, user.id)
+    return user
+
+
+async def delete_user(session: AsyncSession, storage: MediaStorage, user_id: int) -> None:
+    """Delete a user (their sessions cascade) and, after the commit, their avatar file."""
+    await remove_user(session, storage, await get_user(session, user_id))
