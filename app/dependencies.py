@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import Settings
 from app.core.db import get_session
-from app.core.errors import InactiveUser, NotAuthenticated, UserNotFound
-from app.core.security import PasswordHasher, TokenCodec
+from app.core.errors import InactiveUser, InvalidToken, NotAuthenticated, UserNotFound
+from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.models.user import User
 from app.repositories import users as users_repo
 
@@ -36,9 +36,15 @@ def get_token_codec(request: Request) -> TokenCodec:
     return codec
 
 
+def get_legacy_token_codec(request: Request) -> LegacyTokenCodec | None:
+    codec: LegacyTokenCodec | None = getattr(request.app.state, "legacy_token_codec", None)
+    return codec
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
+LegacyTokenCodecDep = Annotated[LegacyTokenCodec | None, Depends(get_legacy_token_codec)]
 
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
@@ -56,9 +62,19 @@ async def get_current_user(
     token: Annotated[str, Depends(get_bearer_token)],
     session: SessionDep,
     codec: TokenCodecDep,
+    legacy_codec: LegacyTokenCodecDep,
 ) -> User:
-    """401 for a bad token or an inactive user; 404 when a valid token's user is gone."""
-    user_id = codec.user_id_from_access_token(token)
+    """401 for a bad token or an inactive user; 404 when a valid token's user is gone.
+
+    Our own tokens first; the Django service's SimpleJWT access tokens only when
+    LEGACY_SIMPLEJWT_SIGNING_KEY is set and ours did not verify.
+    """
+    try:
+        user_id = codec.user_id_from_access_token(token)
+    except InvalidToken:
+        if legacy_codec is None:
+            raise
+        user_id = legacy_codec.user_id_from_access_token(token)
     user = await users_repo.get_by_id(session, user_id)
     if user is None:
         raise UserNotFound()

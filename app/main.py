@@ -15,7 +15,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodySizeLimitMiddleware
-from app.core.security import PasswordHasher, TokenCodec
+from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.routers import auth, health, users
 from app.schemas.auth import LoginForm, LoginRequest
 
@@ -51,6 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher(settings.password_hash_threads)
     app.state.token_codec = TokenCodec(settings)
+    legacy_key = settings.legacy_simplejwt_signing_key
+    app.state.legacy_token_codec = (
+        LegacyTokenCodec(legacy_key.get_secret_value()) if legacy_key is not None else None
+    )
 
     install_error_handlers(app)
     app.include_router(health.router)

@@ -66,6 +66,15 @@ class Settings(DatabaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     password_hash_threads: int = Field(default=4, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    media_root: Path = Field(
+        default=Path("media"),
+        description="Directory of uploaded files (avatars); the database keeps relative paths.",
+    )
+    legacy_simplejwt_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The replaced Django service's SECRET_KEY (its SimpleJWT signing key): when "
+        "set, that service's unexpired access tokens are accepted. Unset: off.",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -83,6 +92,13 @@ class Settings(DatabaseSettings):
                     f"CORS_ORIGINS entries must be explicit http(s) origins, got {origin!r}"
                 )
         return origins
+
+    @field_validator("legacy_simplejwt_signing_key")
+    @classmethod
+    def _legacy_key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("LEGACY_SIMPLEJWT_SIGNING_KEY must not be empty; unset it instead")
+        return key
 
     @field_validator("access_token_ttl", mode="before")
     @classmethod
