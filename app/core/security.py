@@ -173,3 +173,9 @@ class LegacyTokenCodec:
         if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= _MAX_ID:
             raise InvalidToken()
         return user_id
+
+
+def is_native_password_hash(stored_hash: str) -> bool:
+    """True for a hash in this service's own format (argon2), as opposed to a Django one:
+    it was set here, by a login that upgraded it or a password change."""
+    return bool(PASSWORD_CONTEXT.identify(stored_hash, required=False) == "argon2")

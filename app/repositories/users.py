@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,3 +54,44 @@ def _conflict_error(exc: IntegrityError) -> UsernameTaken | EmailTaken:
     if "username" in message:
         return UsernameTaken()
     raise exc
+
+
+# Bulk operations for imports: one statement per batch, never a round trip per row.
+
+
+async def id_username_email(session: AsyncSession) -> list[tuple[int, str, str]]:
+    result = await session.execute(select(User.id, User.username, User.email))
+    return [(row.id, row.username, row.email) for row in result]
+
+
+async def rows_in_id_range(session: AsyncSession, low: int, high: int) -> dict[int, dict[str, Any]]:
+    """Column values (not ORM objects) of the users with ``low <= id <= high``, by id."""
+    table = User.__table__
+    result = await session.execute(select(*table.c).where(table.c.id.between(low, high)))
+    return {row.id: dict(row._mapping) for row in result}
+
+
+async def insert_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(User), list(rows))
+
+
+async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Update by primary key (each mapping holds ``id``), as one executemany."""
+    if rows:
+        await session.execute(update(User), list(rows))
+
+
+async def reset_id_sequence(session: AsyncSession) -> None:
+    """After inserting explicit ids: the next generated id is past the highest one.
+
+    PostgreSQL only; SQLite's INTEGER PRIMARY KEY already continues after max(id).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        text(
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), "
+            "(SELECT COALESCE(MAX(id), 0) + 1 FROM users), false)"
+        )
+    )
