@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,6 +57,7 @@ def _conflict_error(exc: IntegrityError) -> UsernameTaken | EmailTaken:
 
 
 # Bulk operations for imports: one statement per batch, never a round trip per row.
+_USERS = cast(Table, User.__table__)
 
 
 async def id_username_email(session: AsyncSession) -> list[tuple[int, str, str]]:
@@ -66,20 +67,34 @@ async def id_username_email(session: AsyncSession) -> list[tuple[int, str, str]]
 
 async def rows_in_id_range(session: AsyncSession, low: int, high: int) -> dict[int, dict[str, Any]]:
     """Column values (not ORM objects) of the users with ``low <= id <= high``, by id."""
-    table = User.__table__
+    table = _USERS
     result = await session.execute(select(*table.c).where(table.c.id.between(low, high)))
     return {row.id: dict(row._mapping) for row in result}
 
 
 async def insert_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One Core executemany (the ORM's bulk insert runs a statement per few rows on SQLite)."""
     if rows:
-        await session.execute(insert(User), list(rows))
+        await session.execute(insert(_USERS), list(rows))
 
 
 async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Update by primary key (each mapping holds ``id``), as one executemany."""
-    if rows:
-        await session.execute(update(User), list(rows))
+    """Update by primary key (each mapping holds ``id`` and every other column), as one
+    executemany."""
+    if not rows:
+        return
+    table = _USERS
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("key_id", type_=table.c.id.type))
+        .values(
+            {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in table.c if c.name != "id"}
+        )
+    )
+    await session.execute(
+        statement,
+        [{f"new_{k}" if k != "id" else "key_id": v for k, v in row.items()} for row in rows],
+    )
 
 
 async def reset_id_sequence(session: AsyncSession) -> None:
