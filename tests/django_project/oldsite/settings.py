@@ -1,6 +1,7 @@
 """Settings of the stand-in for the replaced service; the database comes from the environment."""
 
 import os
+from datetime import timedelta
 
 SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]
 USE_TZ = True
@@ -35,3 +36,6 @@ else:
             "NAME": os.environ.get("DJANGO_DB_NAME", ":memory:"),
         }
     }
+
+# Long enough for a whole test session to use the tokens build_source.py issues.
+SIMPLE_JWT = {"ACCESS_TOKEN_LIFETIME": timedelta(hours=2)}
