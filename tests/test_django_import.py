@@ -444,6 +444,23 @@ async def test_skip_invalid_imports_the_rest(
     assert response.status_code == 200
 
 
+async def test_collision_with_an_account_of_this_service_is_reported(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await client.post("/api/v1/auth/register", json=user_payload(email="BCRYPT_user@example.com"))
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE users SET id = 500"))
+    outcome = await import_django(capsys, django_source)
+    assert outcome.code == 1
+    row = django_source.id("bcrypt_user")
+    assert f"row {row}: email already belongs to user 500 of this service" in outcome.out
+    assert await count_users(app) == 1
+
+
 async def test_unusable_sources_are_errors_not_tracebacks(
     django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -441,13 +441,15 @@ async def import_django_users(
             failed = {problem.row_id for problem in problems}
             say(f"{total} rows; {len(failed)} duplicate(s) so far")
             await _write(session, source, table, options, report, failed, total, say)
-    except (OperationalError, DBAPIError, OSError) as exc:
-        if isinstance(exc, IntegrityError):
-            raise DjangoImportError(
-                "a unique constraint failed while writing (an email or username moved between "
-                f"accounts?); nothing was written: {exc.orig}"
-            ) from None
-        raise DjangoImportError(f"cannot read the source database: {exc}") from None
+    except IntegrityError as exc:
+        raise DjangoImportError(
+            "a unique constraint failed while writing (an email or username moved between "
+            f"accounts?); nothing was written: {exc.orig}"
+        ) from None
+    except DBAPIError as exc:  # .orig only: the statement's parameters hold password hashes
+        raise DjangoImportError(f"database error; nothing was written: {exc.orig}") from None
+    except OSError as exc:
+        raise DjangoImportError(f"cannot copy an avatar; nothing was written: {exc}") from None
     finally:
         await engine.dispose()
     if not report.commit:
