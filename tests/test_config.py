@@ -28,6 +28,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.environment == "development"
     assert settings.max_body_bytes == 1024 * 1024
     assert settings.cors_origins == []
+    assert settings.media_root == Path("media")
+    assert settings.legacy_simplejwt_signing_key is None  # old SimpleJWT tokens: off
 
 
 def test_development_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
@@ -58,6 +60,7 @@ def test_explicit_key_does_not_touch_the_key_file(tmp_path: Path) -> None:
         ({"access_token_ttl": 0, "secret_key": LONG_KEY}, "ACCESS_TOKEN_TTL"),
         ({"max_body_bytes": 10, "secret_key": LONG_KEY}, "max_body_bytes"),
         ({"jwt_algorithm": "none", "secret_key": LONG_KEY}, "jwt_algorithm"),
+        ({"legacy_simplejwt_signing_key": " ", "secret_key": LONG_KEY}, "must not be empty"),
     ],
 )
 def test_bad_settings_are_refused(values: dict[str, object], message: str) -> None:

@@ -324,6 +324,8 @@ async def test_avatars_are_copied_and_missing_ones_reported(
 
     rerun = await import_django(capsys, django_source)  # same file, same path: nothing changes
     assert rerun.summary()["unchanged"] == len(django_source.users)
+    dry = await import_django(capsys, django_source, "--dry-run")
+    assert dry.summary()["unchanged"] == len(django_source.users)
     assert len(files_under(media)) == 1
 
 
