@@ -1,4 +1,4 @@
-"""``python -m app``: serve, migrate, createsuperuser."""
+"""``python -m app``: serve, migrate, createsuperuser, import-django."""
 
 from __future__ import annotations
 
@@ -144,6 +144,43 @@ def create_superuser(username: str | None, email: str | None, password_stdin: bo
     print(f"Superuser {username!r} created (id {user_id}).")
 
 
+async def _import_django(settings: Settings, args: argparse.Namespace) -> int:
+    from app.core.db import create_engine, create_sessionmaker
+    from app.services.django_import import DjangoImportError, ImportOptions, import_django_users
+
+    options = ImportOptions(
+        source_url=args.source,
+        table=args.table,
+        media_root=args.media_root,
+        target_media_root=settings.media_root,
+        dry_run=args.dry_run,
+        skip_invalid=args.skip_invalid,
+    )
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            report = await import_django_users(
+                session, options, lambda message: print(message, file=sys.stderr, flush=True)
+            )
+            if report.commit:
+                await session.commit()
+            else:
+                await session.rollback()
+    except DjangoImportError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        await engine.dispose()
+    print("\n".join(report.lines()))
+    return 1 if report.failures and not report.skip_invalid else 0
+
+
+def import_django(args: argparse.Namespace) -> int:
+    settings = _load_settings(Settings)
+    if not args.dry_run:
+        migrate(settings.database_url)
+    return asyncio.run(_import_django(settings, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="userservice")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"read the password from standard input (else ${SUPERUSER_PASSWORD_ENV}, "
         "else a prompt)",
     )
+
+    importer = commands.add_parser(
+        "import-django",
+        help="import the users of the replaced Django service (idempotent; match on id)",
+    )
+    importer.add_argument(
+        "--source",
+        required=True,
+        help="the Django database: sqlite:///path/db.sqlite3 or postgresql://user@host/db",
+    )
+    importer.add_argument("--table", help="the users table (default: the one '<app>_users')")
+    importer.add_argument(
+        "--media-root", type=Path, help="the Django MEDIA_ROOT, to copy avatar files from"
+    )
+    importer.add_argument("--dry-run", action="store_true", help="check and report; write nothing")
+    importer.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="import the valid rows even when others cannot be (default: all or nothing)",
+    )
     return parser
 
 
@@ -177,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             migrate()
         elif args.command == "createsuperuser":
             create_superuser(args.username, args.email, args.password_stdin)
+        elif args.command == "import-django":
+            return import_django(args)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from app.core.config import Settings
 from app.core.db import get_session
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
-from app.core.security import PasswordHasher, TokenCodec
+from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User
 from app.services import sessions
@@ -55,6 +55,11 @@ def get_image_processor(request: Request) -> ImageProcessor:
     return images
 
 
+def get_legacy_token_codec(request: Request) -> LegacyTokenCodec | None:
+    codec: LegacyTokenCodec | None = getattr(request.app.state, "legacy_token_codec", None)
+    return codec
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
@@ -76,6 +81,8 @@ ClientAddressDep = Annotated[str, Depends(get_client_address)]
 MediaStorageDep = Annotated[MediaStorage, Depends(get_media_storage)]
 ImageProcessorDep = Annotated[ImageProcessor, Depends(get_image_processor)]
 
+LegacyTokenCodecDep = Annotated[LegacyTokenCodec | None, Depends(get_legacy_token_codec)]
+
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
 
@@ -92,8 +99,9 @@ async def get_current_user(
     token: Annotated[str, Depends(get_bearer_token)],
     session: SessionDep,
     codec: TokenCodecDep,
+    legacy_codec: LegacyTokenCodecDep,
 ) -> User:
-    return await sessions.user_from_access_token(session, codec, token)
+    return await sessions.user_from_access_token(session, codec, token, legacy_codec)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

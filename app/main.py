@@ -16,7 +16,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.images import ImageProcessor
 from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
-from app.core.security import PasswordHasher, TokenCodec
+from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import create_media_storage
 from app.routers import admin, auth, health, keys, media, users
 from app.schemas.auth import LoginForm, LoginRequest
@@ -63,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.media_storage = create_media_storage(settings)
     app.state.image_processor = ImageProcessor(
         settings.image_threads, settings.avatar_max_bytes, settings.avatar_max_pixels
+    )
+    legacy_key = settings.legacy_simplejwt_signing_key
+    app.state.legacy_token_codec = (
+        LegacyTokenCodec(legacy_key.get_secret_value()) if legacy_key is not None else None
     )
 
     install_error_handlers(app)

@@ -31,6 +31,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.media_root == Path("media")
     assert settings.avatar_max_bytes == 2 * 1024 * 1024
     assert settings.avatar_max_pixels == 4096 * 4096
+    assert settings.legacy_simplejwt_signing_key is None  # old SimpleJWT tokens: off
 
 
 def test_development_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:
@@ -65,6 +66,7 @@ def test_explicit_key_does_not_touch_the_key_file(tmp_path: Path) -> None:
         ({"avatar_max_pixels": "10000x10000", "secret_key": LONG_KEY}, "avatar_max_pixels"),
         ({"avatar_max_pixels": "big", "secret_key": LONG_KEY}, "avatar_max_pixels"),
         ({"image_threads": 0, "secret_key": LONG_KEY}, "image_threads"),
+        ({"legacy_simplejwt_signing_key": " ", "secret_key": LONG_KEY}, "must not be empty"),
     ],
 )
 def test_bad_settings_are_refused(values: dict[str, object], message: str) -> None:

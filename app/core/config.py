@@ -116,6 +116,11 @@ class Settings(DatabaseSettings):
     )
     image_threads: int = Field(default=2, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    legacy_simplejwt_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The replaced Django service's SECRET_KEY (its SimpleJWT signing key): when "
+        "set, that service's unexpired access tokens are accepted. Unset: off.",
+    )
 
     _split_lists = field_validator(
         "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"
@@ -157,6 +162,13 @@ class Settings(DatabaseSettings):
         if isinstance(value, str) and (match := _PIXELS.fullmatch(value)):
             return int(match.group(1)) * int(match.group(2))
         return value
+
+    @field_validator("legacy_simplejwt_signing_key")
+    @classmethod
+    def _legacy_key_not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("LEGACY_SIMPLEJWT_SIGNING_KEY must not be empty; unset it instead")
+        return key
 
     @field_validator("access_token_ttl", "refresh_token_ttl", mode="before")
     @classmethod

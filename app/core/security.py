@@ -45,6 +45,9 @@ PASSWORD_CONTEXT = CryptContext(
     argon2__parallelism=1,
 )
 
+# SimpleJWT's defaults (ALGORITHM, TOKEN_TYPE_CLAIM, USER_ID_CLAIM, JTI_CLAIM).
+LEGACY_ALGORITHMS = ["HS256"]
+LEGACY_REQUIRED_CLAIMS = ("exp", "token_type", "user_id", "jti")
 MAX_TOKEN_LENGTH = 8192
 _SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
 _SESSION = re.compile(r"[0-9a-f]{32}")
@@ -237,3 +240,41 @@ class TokenCodec:
 
 def new_jti() -> str:
     return uuid.uuid4().hex
+
+
+class LegacyTokenCodec:
+    """Verifies access tokens issued by the replaced Django service (SimpleJWT), so that the
+    switch logs nobody out. Verify-only, with its own key and algorithm list; refresh tokens
+    (``token_type: "refresh"``) are refused."""
+
+    def __init__(self, signing_key: str) -> None:
+        self._key = signing_key
+        # jose knows require_exp and require_jti; token_type and user_id are checked below.
+        self._options = {"require_exp": True, "require_jti": True}
+
+    def user_id_from_access_token(self, token: str) -> int:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken()
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=LEGACY_ALGORITHMS, options=self._options
+            )
+        except (JOSEError, ValueError, TypeError, KeyError, AttributeError):
+            raise InvalidToken() from None
+        if not isinstance(claims, dict) or any(c not in claims for c in LEGACY_REQUIRED_CLAIMS):
+            raise InvalidToken()
+        if claims["token_type"] != "access":  # noqa: S105
+            raise InvalidToken()
+        # SimpleJWT writes integer primary keys as JSON numbers, other keys as strings.
+        user_id = claims["user_id"]
+        if isinstance(user_id, str) and _SUBJECT.fullmatch(user_id):
+            user_id = int(user_id)
+        if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= ID_MAX:
+            raise InvalidToken()
+        return user_id
+
+
+def is_native_password_hash(stored_hash: str) -> bool:
+    """True for a hash in this service's own format (argon2), as opposed to a Django one:
+    it was set here, by a login that upgraded it or a password change."""
+    return bool(PASSWORD_CONTEXT.identify(stored_hash, required=False) == "argon2")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -184,3 +184,59 @@ def _conflict_error(exc: IntegrityError) -> UsernameTaken | EmailTaken:
     if "username" in message:
         return UsernameTaken()
     raise exc
+
+
+# Bulk operations for imports: one statement per batch, never a round trip per row.
+_USERS = cast(Table, User.__table__)
+
+
+async def id_username_email(session: AsyncSession) -> list[tuple[int, str, str]]:
+    result = await session.execute(select(User.id, User.username, User.email))
+    return [(row.id, row.username, row.email) for row in result]
+
+
+async def rows_in_id_range(session: AsyncSession, low: int, high: int) -> dict[int, dict[str, Any]]:
+    """Column values (not ORM objects) of the users with ``low <= id <= high``, by id."""
+    table = _USERS
+    result = await session.execute(select(*table.c).where(table.c.id.between(low, high)))
+    return {row.id: dict(row._mapping) for row in result}
+
+
+async def insert_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One Core executemany (the ORM's bulk insert runs a statement per few rows on SQLite)."""
+    if rows:
+        await session.execute(insert(_USERS), list(rows))
+
+
+async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Update by primary key (each mapping holds ``id`` and every other column), as one
+    executemany."""
+    if not rows:
+        return
+    table = _USERS
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("key_id", type_=table.c.id.type))
+        .values(
+            {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in table.c if c.name != "id"}
+        )
+    )
+    await session.execute(
+        statement,
+        [{f"new_{k}" if k != "id" else "key_id": v for k, v in row.items()} for row in rows],
+    )
+
+
+async def reset_id_sequence(session: AsyncSession) -> None:
+    """After inserting explicit ids: the next generated id is past the highest one.
+
+    PostgreSQL only; SQLite's INTEGER PRIMARY KEY already continues after max(id).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    await session.execute(
+        text(
+            "SELECT setval(pg_get_serial_sequence('users', 'id'), "
+            "(SELECT COALESCE(MAX(id), 0) + 1 FROM users), false)"
+        )
+    )

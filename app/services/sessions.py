@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import (
     InactiveUser,
+    InvalidToken,
     RefreshTokenReused,
     SessionRevoked,
     UserNotFound,
 )
-from app.core.security import IssuedToken, TokenCodec, new_jti
+from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
 from app.models.user import User
 from app.repositories import auth_sessions as sessions_repo
 from app.repositories import users as users_repo
@@ -80,16 +81,38 @@ async def revoke_all(db: AsyncSession, user_id: int) -> None:
     await sessions_repo.revoke_all_for_user(db, user_id)
 
 
-async def user_from_access_token(db: AsyncSession, codec: TokenCodec, token: str) -> User:
-    """401 for a bad token, an ended session or an inactive user; 404 when the user is gone."""
-    claims = codec.verify(token, "access")
+async def user_from_access_token(
+    db: AsyncSession,
+    codec: TokenCodec,
+    token: str,
+    legacy_codec: LegacyTokenCodec | None = None,
+) -> User:
+    """401 for a bad token, an ended session or an inactive user; 404 when the user is gone.
+
+    Our own tokens first; the Django service's SimpleJWT access tokens only when
+    LEGACY_SIMPLEJWT_SIGNING_KEY is set and ours did not verify. Those carry no session,
+    so they live out their (short) original lifetime unless the user is deactivated.
+    """
+    try:
+        claims = codec.verify(token, "access")
+    except InvalidToken:
+        if legacy_codec is None:
+            raise
+        return _usable(
+            await users_repo.get_by_id(db, legacy_codec.user_id_from_access_token(token))
+        )
     user, session_live = await sessions_repo.get_user_with_session_state(
         db, claims.user_id, claims.session_id
     )
+    user = _usable(user)
+    if not session_live:
+        raise SessionRevoked()
+    return user
+
+
+def _usable(user: User | None) -> User:
     if user is None:
         raise UserNotFound()
     if not user.is_active:
         raise InactiveUser()
-    if not session_live:
-        raise SessionRevoked()
     return user

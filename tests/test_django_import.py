@@ -1,0 +1,549 @@
+"""``python -m app import-django`` against a database that Django itself built.
+
+tests/django_project/build_source.py runs the replaced service's migrations and ``create_user``
+(one hasher per user) in a subprocess, once per backend, and issues SimpleJWT tokens. The
+tests import that database with the CLI, then log in and call the profile through our API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.cli import main
+from app.core.config import Settings
+from app.main import create_app
+from app.models import User
+from tests.conftest import TEST_SECRET_KEY, bearer, is_postgres, new_database, user_payload
+
+DJANGO_PROJECT = Path(__file__).parent / "django_project"
+DJANGO_SECRET_KEY = "django-insecure-the-replaced-services-secret-key"
+TOKEN = "/api/v1/auth/token"
+PROFILE = "/api/v1/users/profile"
+SUMMARY = re.compile(
+    r"read (\d+), created (\d+), updated (\d+), unchanged (\d+), skipped (\d+); (.*)$", re.M
+)
+LOGS_IN = ["pbkdf2_default", "pbkdf2_old", "argon2_user", "bcrypt_user", "admin", "with_phone"]
+
+
+@dataclass(frozen=True)
+class DjangoSource:
+    url: str  # as an operator passes it to --source
+    async_url: str  # for the tests' raw SQL
+    media_root: Path
+    table: str
+    users: dict[str, dict[str, Any]]
+    tokens: dict[str, str]
+
+    def id(self, username: str) -> int:
+        user_id: int = self.users[username]["id"]
+        return user_id
+
+    def password(self, username: str) -> str:
+        password: str = self.users[username]["password"]
+        return password
+
+
+@pytest.fixture(scope="session")
+def django_source(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DjangoSource]:
+    """The replaced service's database, on the same backend as ``database_url``."""
+    backend = "postgresql" if is_postgres(database_url) else "sqlite"
+    directory = tmp_path_factory.mktemp("django")
+    with new_database(backend, directory) as url:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("DJANGO_")}
+        env.update(
+            DJANGO_SETTINGS_MODULE="oldsite.settings",
+            DJANGO_SECRET_KEY=DJANGO_SECRET_KEY,
+            DJANGO_MEDIA_ROOT=str(directory / "media"),
+        )
+        parsed = make_url(url)
+        if backend == "sqlite":
+            env["DJANGO_DB_NAME"] = str(parsed.database)
+            source_url = f"sqlite:///{parsed.database}"
+        else:
+            env.update(
+                DJANGO_DB_ENGINE="postgresql",
+                DJANGO_DB_NAME=str(parsed.database),
+                DJANGO_DB_HOST=parsed.host or "127.0.0.1",
+                DJANGO_DB_PORT=str(parsed.port or 5432),
+                DJANGO_DB_USER=parsed.username or "postgres",
+                DJANGO_DB_PASSWORD=parsed.password or "",
+            )
+            source_url = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        built = subprocess.run(
+            [sys.executable, str(DJANGO_PROJECT / "build_source.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert built.returncode == 0, built.stderr
+        output = json.loads(built.stdout)
+        yield DjangoSource(
+            url=source_url,
+            async_url=url,
+            media_root=directory / "media",
+            table=output["table"],
+            users=output["users"],
+            tokens=output["tokens"],
+        )
+
+
+async def source_sql(source: DjangoSource, *statements: str, **params: Any) -> None:
+    engine = create_async_engine(source.async_url)
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(text(statement), params)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def media(monkeypatch: pytest.MonkeyPatch, settings: Settings, tmp_path: Path) -> Path:
+    """The CLI's environment: our database, our MEDIA_ROOT (returned)."""
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("MEDIA_ROOT", str(tmp_path / "media"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "media"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    def summary(self) -> dict[str, Any]:
+        match = SUMMARY.search(self.out)
+        assert match, self.out + self.err
+        names = ["read", "created", "updated", "unchanged", "skipped"]
+        result: dict[str, Any] = dict(zip(names, map(int, match.groups()[:5]), strict=True))
+        result["outcome"] = match.group(6)
+        return result
+
+
+async def import_django(
+    capsys: pytest.CaptureFixture[str], source: DjangoSource, *args: str, media_root: bool = True
+) -> Outcome:
+    argv = ["import-django", "--source", source.url, *args]
+    if media_root:
+        argv += ["--media-root", str(source.media_root)]
+    code = await asyncio.to_thread(main, argv)
+    captured = capsys.readouterr()
+    return Outcome(code, captured.out, captured.err)
+
+
+async def count_users(app: FastAPI) -> int:
+    async with app.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def stored_hash(app: FastAPI, user_id: int) -> str:
+    async with app.state.sessionmaker() as session:
+        value = await session.scalar(select(User.password).where(User.id == user_id))
+    assert isinstance(value, str)
+    return value
+
+
+def files_under(directory: Path) -> list[Path]:
+    return [path for path in directory.rglob("*") if path.is_file()] if directory.exists() else []
+
+
+async def log_in(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post(TOKEN, json={"username": username, "password": password})
+
+
+async def test_every_hasher_logs_in_and_is_upgraded(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = await import_django(capsys, django_source)
+    assert outcome.code == 0, outcome.err
+    total = len(django_source.users)
+    assert outcome.summary() == {
+        "read": total,
+        "created": total,
+        "updated": 0,
+        "unchanged": 0,
+        "skipped": 0,
+        "outcome": "written",
+    }
+    assert "rows read" in outcome.err  # progress
+    for name in LOGS_IN:
+        user_id = django_source.id(name)
+        assert await stored_hash(app, user_id) == django_source.users[name]["hash"]  # as stored
+        response = await log_in(client, name, django_source.password(name))
+        assert response.status_code == 200, (name, response.text)
+        assert (await stored_hash(app, user_id)).startswith("$argon2id$"), name
+        again = await log_in(client, name, django_source.password(name))
+        assert again.status_code == 200, name
+
+    # A re-run changes nothing, and keeps the upgraded hashes.
+    rerun = await import_django(capsys, django_source)
+    assert rerun.summary()["unchanged"] == total
+    assert rerun.summary()["created"] == rerun.summary()["updated"] == 0
+    assert (await stored_hash(app, django_source.id("argon2_user"))).startswith("$argon2id$")
+
+
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        # libpass has no handler for Django's scrypt hasher: refused like a wrong password.
+        ("scrypt_user", None),
+        ("no_password", "anything-at-all-1"),  # create_user(password=None): "!..."
+        ("inactive", None),
+        ("argon2_user", "not-the-password-1"),
+    ],
+)
+async def test_refused_logins_are_the_generic_401(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    password: str | None,
+) -> None:
+    assert (await import_django(capsys, django_source)).code == 0
+    response = await log_in(client, name, password or django_source.password(name))
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"
+    assert await stored_hash(app, django_source.id(name)) == django_source.users[name]["hash"]
+
+
+async def test_fields_are_kept_and_the_email_normalised(
+    client: httpx.AsyncClient,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (await import_django(capsys, django_source)).code == 0
+    token = (await log_in(client, "mixed.case@example.com", "old-mixed_case-Passw0rd!")).json()
+    profile = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+    assert profile["id"] == django_source.id("mixed_case")
+    assert profile["email"] == "mixed.case@example.com"
+
+    token = (await log_in(client, "admin", django_source.password("admin"))).json()
+    admin = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+    assert admin["is_staff"] is admin["is_superuser"] is True
+
+    token = (await log_in(client, "with_phone", django_source.password("with_phone"))).json()
+    phone = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+    assert phone["number_phone"] == "5551234567"
+    assert phone["first_name"] == ""
+    assert phone["is_staff"] is phone["is_superuser"] is False
+
+
+async def test_new_registrations_get_ids_past_the_imported_ones(
+    client: httpx.AsyncClient,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (await import_django(capsys, django_source)).code == 0
+    response = await client.post("/api/v1/auth/register", json=user_payload())
+    assert response.status_code == 201
+    assert response.json()["id"] == max(user["id"] for user in django_source.users.values()) + 1
+
+
+async def test_changed_source_rows_are_updated_not_duplicated(
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (await import_django(capsys, django_source)).code == 0
+    table = django_source.table
+    user_id = django_source.id("bcrypt_user")
+    await source_sql(
+        django_source,
+        f"UPDATE {table} SET first_name = 'Renamed', email = 'NEW@Example.com' WHERE id = :id",
+        id=user_id,
+    )
+    try:
+        outcome = await import_django(capsys, django_source)
+    finally:
+        await source_sql(
+            django_source,
+            f"UPDATE {table} SET first_name = 'Bcrypt_User', "
+            "email = 'bcrypt_user@example.com' WHERE id = :id",
+            id=user_id,
+        )
+    assert outcome.summary()["updated"] == 1
+    assert outcome.summary()["created"] == 0
+    assert await count_users(app) == len(django_source.users)
+    async with app.state.sessionmaker() as session:
+        user = await session.get(User, user_id)
+    assert user is not None
+    assert (user.first_name, user.email) == ("Renamed", "new@example.com")
+
+
+async def test_avatars_are_copied_and_missing_ones_reported(
+    client: httpx.AsyncClient,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = await import_django(capsys, django_source)
+    assert outcome.code == 0
+    lost = django_source.id("lost_avatar")
+    assert f"row {lost}: avatar file not found: avatars/gone.jpg" in outcome.out
+
+    token = (await log_in(client, "with_avatar", django_source.password("with_avatar"))).json()
+    profile = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+    assert re.fullmatch(r"/media/avatars/[0-9a-f]{32}\.png", profile["avatar"])
+    copied = media / profile["avatar"].removeprefix("/media/")
+    assert copied.read_bytes() == (django_source.media_root / "avatars/face.png").read_bytes()
+
+    token = (await log_in(client, "lost_avatar", django_source.password("lost_avatar"))).json()
+    profile = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+    assert profile["avatar"] is None
+
+    rerun = await import_django(capsys, django_source)  # same file, same path: nothing changes
+    assert rerun.summary()["unchanged"] == len(django_source.users)
+    dry = await import_django(capsys, django_source, "--dry-run")
+    assert dry.summary()["unchanged"] == len(django_source.users)
+    assert len(files_under(media)) == 1
+
+
+async def test_without_media_root_avatars_are_left_empty(
+    app: FastAPI, django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcome = await import_django(capsys, django_source, media_root=False)
+    assert outcome.code == 0
+    assert f"row {django_source.id('with_avatar')}: no --media-root given" in outcome.out
+    assert files_under(media) == []
+
+
+async def test_dry_run_writes_nothing(
+    app: FastAPI, django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outcome = await import_django(capsys, django_source, "--dry-run")
+    assert outcome.code == 0
+    summary = outcome.summary()
+    assert summary["created"] == len(django_source.users)
+    assert summary["outcome"] == "dry run: nothing written"
+    assert await count_users(app) == 0
+    assert files_under(media) == []
+
+
+@pytest.fixture
+async def bad_rows(django_source: DjangoSource) -> AsyncIterator[dict[int, str]]:
+    """Rows the service cannot take as they are, inserted with raw SQL next to create_user's.
+
+    Returns {row id: expected reason fragment}; removed again afterwards.
+    """
+    table = django_source.table
+    postgres = is_postgres(django_source.async_url)
+    rows: list[tuple[int, str, str, str, str]] = [
+        # id, username, email, first_name, expected reason
+        (101, "twin_one", "Twin@Example.com", "", "email equal after normalisation to row(s) 102"),
+        (102, "twin_two", " twin@example.COM", "", "email equal after normalisation"),
+        (103, "long_name", "long@example.com", "x" * 201, "first_name"),
+        (104, "bad name", "badname@example.com", "", "username"),
+        (105, "no_at", "not-an-email", "", "email"),
+        (106, "\uff54\uff57\uff49\uff4e", "tw1@example.com", "", "username equal after"),
+        (107, "twin", "tw2@example.com", "", "username equal after normalisation to row(s) 106"),
+        (108, "clash", "ARGON2_USER@example.com", "", "email equal after normalisation"),
+    ]
+    if not postgres:  # PostgreSQL text cannot hold NUL at all
+        rows.append((109, "nul_byte", "nul@example.com", "a\x00b", "control characters"))
+    statements = []
+    if postgres:  # varchar(200) in Django's schema; an older schema could differ from ours
+        statements.append(f"ALTER TABLE {table} ALTER COLUMN first_name TYPE varchar(300)")
+    await source_sql(django_source, *statements)
+    for row_id, username, email, first_name, _ in rows:
+        await source_sql(
+            django_source,
+            f"INSERT INTO {table} (id, password, is_superuser, username, first_name, last_name, "
+            "email, is_staff, is_active, date_joined, number_phone, avatar) VALUES (:id, "
+            "'!unusable', false, :username, :first_name, '', :email, false, true, "
+            "CURRENT_TIMESTAMP, '', '')",
+            id=row_id,
+            username=username,
+            first_name=first_name,
+            email=email,
+        )
+    try:
+        yield {row_id: reason for row_id, *_, reason in rows}
+    finally:
+        await source_sql(django_source, f"DELETE FROM {table} WHERE id > 100")
+        if postgres:
+            await source_sql(
+                django_source, f"ALTER TABLE {table} ALTER COLUMN first_name TYPE varchar(200)"
+            )
+
+
+def assert_reported(out: str, bad: dict[int, str]) -> None:
+    for row_id, reason in bad.items():
+        lines = [line for line in out.splitlines() if line.strip().startswith(f"row {row_id}:")]
+        assert any(reason in line for line in lines), (row_id, reason, out)
+
+
+async def test_bad_rows_mean_nothing_is_written(
+    app: FastAPI,
+    django_source: DjangoSource,
+    bad_rows: dict[int, str],
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = await import_django(capsys, django_source)
+    assert outcome.code == 1
+    assert_reported(outcome.out, bad_rows)
+    # 108's email clashes with argon2_user's after normalisation: both are listed.
+    assert f"row {django_source.id('argon2_user')}: email equal" in outcome.out
+    assert outcome.summary()["outcome"].startswith("nothing written")
+    assert await count_users(app) == 0
+    assert files_under(media) == []
+
+    dry = await import_django(capsys, django_source, "--dry-run")
+    assert dry.code == 1
+    assert_reported(dry.out, bad_rows)
+    assert await count_users(app) == 0
+
+
+async def test_skip_invalid_imports_the_rest(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    bad_rows: dict[int, str],
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    outcome = await import_django(capsys, django_source, "--skip-invalid")
+    assert outcome.code == 0
+    assert_reported(outcome.out, bad_rows)
+    summary = outcome.summary()
+    skipped = len(bad_rows) + 1  # argon2_user shares 108's email
+    assert summary["skipped"] == skipped
+    assert summary["created"] == len(django_source.users) - 1
+    assert await count_users(app) == len(django_source.users) - 1
+    assert len(files_under(media)) == 1
+    response = await log_in(client, "bcrypt_user", django_source.password("bcrypt_user"))
+    assert response.status_code == 200
+
+
+async def test_collision_with_an_account_of_this_service_is_reported(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await client.post("/api/v1/auth/register", json=user_payload(email="BCRYPT_user@example.com"))
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE users SET id = 500"))
+    outcome = await import_django(capsys, django_source)
+    assert outcome.code == 1
+    row = django_source.id("bcrypt_user")
+    assert f"row {row}: email already belongs to user 500 of this service" in outcome.out
+    assert await count_users(app) == 1
+
+
+async def test_unusable_sources_are_errors_not_tracebacks(
+    django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    outcome = await import_django(capsys, django_source, "--table", "no_such_table")
+    assert outcome.code == 2
+    assert "no table 'no_such_table'" in outcome.err
+    code = await asyncio.to_thread(
+        main, ["import-django", "--source", f"sqlite:///{tmp_path / 'missing.db'}"]
+    )
+    assert code == 2
+    assert "source SQLite database not found" in capsys.readouterr().err
+
+
+# SimpleJWT tokens of the replaced service.
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        secret_key_file=tmp_path / "unused-key",
+        media_root=tmp_path / "media",
+        legacy_simplejwt_signing_key=DJANGO_SECRET_KEY,
+    )
+
+
+async def test_old_access_tokens_keep_working(
+    client: httpx.AsyncClient,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (await import_django(capsys, django_source)).code == 0
+    for method in (client.get, client.post):
+        response = await method(PROFILE, headers=bearer(django_source.tokens["access"]))
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == django_source.id("argon2_user")
+    # Our own tokens still work beside them.
+    ours = await log_in(client, "bcrypt_user", django_source.password("bcrypt_user"))
+    response = await client.get(PROFILE, headers=bearer(ours.json()["access_token"]))
+    assert response.json()["username"] == "bcrypt_user"
+
+
+@pytest.mark.parametrize("token", ["refresh", "expired", "inactive_access"])
+async def test_old_refresh_expired_and_inactive_tokens_are_401(
+    client: httpx.AsyncClient,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+    token: str,
+) -> None:
+    assert (await import_django(capsys, django_source)).code == 0
+    response = await client.get(PROFILE, headers=bearer(django_source.tokens[token]))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("legacy_key", [None, "some-other-django-secret-key"])
+async def test_old_tokens_need_the_old_key(
+    database_url: str,
+    tmp_path: Path,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+    legacy_key: str | None,
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        secret_key_file=tmp_path / "unused-key",
+        legacy_simplejwt_signing_key=legacy_key,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        async with application.state.engine.begin() as connection:
+            await connection.execute(text("DELETE FROM users"))
+        assert (await import_django(capsys, django_source)).code == 0
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.get(PROFILE, headers=bearer(django_source.tokens["access"]))
+    assert response.status_code == 401
