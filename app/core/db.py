@@ -94,16 +94,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
         try:
             yield session
-        except AppError as exc:
-            await (session.commit() if exc.keeps_changes else session.rollback())
+        except BaseException as exc:
+            if isinstance(exc, AppError) and exc.keeps_changes:
+                await _commit(session)
+            else:
+                await session.rollback()
+                await _run_callbacks(session, committed=False)
             raise
-        except BaseException:
-            await session.rollback()
-            await _run_callbacks(session, committed=False)
-            raise
-        try:
-            await session.commit()
-        except BaseException:
-            await _run_callbacks(session, committed=False)
-            raise
-        await _run_callbacks(session, committed=True)
+        await _commit(session)
+
+
+async def _commit(session: AsyncSession) -> None:
+    try:
+        await session.commit()
+    except BaseException:
+        await _run_callbacks(session, committed=False)
+        raise
+    await _run_callbacks(session, committed=True)
