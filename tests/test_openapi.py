@@ -10,6 +10,7 @@ import pytest
 from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import TEST_SECRET_KEY
+from tests.test_register import PUBLIC_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -136,20 +137,7 @@ def test_profile_uses_the_bearer_scheme_with_the_token_url(schema: dict[str, Any
 
 def test_user_read_has_exactly_the_twelve_fields(schema: dict[str, Any]) -> None:
     fields = set(schema["components"]["schemas"]["UserRead"]["properties"])
-    assert fields == {
-        "id",
-        "username",
-        "email",
-        "first_name",
-        "last_name",
-        "number_phone",
-        "avatar",
-        "date_joined",
-        "last_login",
-        "is_active",
-        "is_staff",
-        "is_superuser",
-    }
+    assert fields == PUBLIC_FIELDS
 
 
 def test_register_field_limits_mirror_the_columns(schema: dict[str, Any]) -> None:
