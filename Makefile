@@ -14,8 +14,9 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 ## Start the service on http://127.0.0.1:8000 (SQLite by default; migrations applied; /docs).
+PORT ?= 8000
 run: $(STAMP)
-	$(BIN)/python -m app serve --host 127.0.0.1 --port 8000
+	$(BIN)/python -m app serve --host 127.0.0.1 --port $(PORT)
 
 ## Run the whole test suite (SQLite, and PostgreSQL when reachable).
 test: $(STAMP)

@@ -106,6 +106,7 @@ async def _empty_tables(app: FastAPI) -> None:
             await connection.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
         else:
             await connection.execute(text("DELETE FROM users"))
+            await connection.execute(text("DELETE FROM sqlite_sequence WHERE name = 'users'"))
 
 
 @asynccontextmanager

@@ -370,7 +370,15 @@ async def bad_rows(django_source: DjangoSource) -> AsyncIterator[dict[int, str]]
         (108, "clash", "ARGON2_USER@example.com", "", "email equal after normalisation"),
     ]
     if not postgres:  # PostgreSQL text cannot hold NUL at all
-        rows.append((109, "nul_byte", "nul@example.com", "a\x00b", "control characters"))
+        rows.append(
+            (
+                109,
+                "nul_byte",
+                "nul@example.com",
+                "a\x00b",
+                "control or invisible formatting characters",
+            )
+        )
     statements = []
     if postgres:  # varchar(200) in Django's schema; an older schema could differ from ours
         statements.append(f"ALTER TABLE {table} ALTER COLUMN first_name TYPE varchar(300)")

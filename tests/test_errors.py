@@ -79,6 +79,8 @@ async def test_unexpected_errors_are_a_generic_500(
     response = await client.get("/boom")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
     assert "secret internal detail" not in response.text
     assert "secret internal detail" in caplog.text
 

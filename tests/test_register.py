@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app.models import User
 from tests.conftest import PASSWORD, register, user_payload
@@ -122,6 +122,9 @@ async def test_unknown_or_privileged_fields_are_422(
         ("first_name", "Al\x00ice"),
         ("last_name", "Lid\x07dell"),
         ("last_name", "\x1b[31mred"),
+        ("first_name", "\u202egnp.exe"),  # right-to-left override
+        ("last_name", "Lid\u200bdell"),  # zero-width space
+        ("first_name", "A\u2028B"),  # line separator
         ("number_phone", "12345678901"),
         ("number_phone", "555-1234"),
         ("number_phone", "١٢٣"),
@@ -244,3 +247,15 @@ async def test_concurrent_registrations_with_one_username(
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [201] + [409] * 9
     assert await count_users(app) == 1
+
+
+async def test_ids_of_deleted_users_are_never_reused(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """A token verified by another service must never come to mean somebody else."""
+    first = await register(client)
+    second = await register(client, username="bob", email="bob@example.com")
+    async with app.state.sessionmaker() as session, session.begin():
+        await session.execute(delete(User).where(User.id == second["id"]))
+    third = await register(client, username="carol", email="carol@example.com")
+    assert third["id"] > second["id"] > first["id"]

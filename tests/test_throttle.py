@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,16 @@ from fastapi import FastAPI
 
 from app.core.client_address import client_address
 from app.core.config import Settings
-from tests.conftest import PASSWORD, REDIS_URL, REQUIRE_REDIS, asgi_client, register, running_app
+from tests.conftest import (
+    PASSWORD,
+    REDIS_URL,
+    REQUIRE_REDIS,
+    asgi_client,
+    bearer,
+    login,
+    register,
+    running_app,
+)
 
 TOKEN = "/api/v1/auth/token"
 REGISTER = "/api/v1/auth/register"
@@ -44,15 +54,17 @@ async def fail_login(client: httpx.AsyncClient, username: str) -> httpx.Response
     return await client.post(TOKEN, json={"username": username, "password": "wrong-password"})
 
 
-@pytest.mark.parametrize("username", ["alice", "nobody-here"])
+@pytest.mark.parametrize(
+    ("username", "variant"), [("alice", "ALICE@Example.com"), ("nobody-here", "NOBODY-HERE")]
+)
 async def test_account_limit_same_for_existing_and_unknown(
-    throttled_app: FastAPI, username: str
+    throttled_app: FastAPI, username: str, variant: str
 ) -> None:
     async with asgi_client(throttled_app, "10.0.0.1") as client:
         await register(client)
         for _ in range(3):
             assert (await fail_login(client, username)).status_code == 401
-        blocked = await fail_login(client, username.upper())  # case does not dodge it
+        blocked = await fail_login(client, variant)  # another spelling of the same account
         assert blocked.status_code == 429
         assert blocked.json()["code"] == "too_many_requests"
         assert 1 <= int(blocked.headers["retry-after"]) <= 15 * 60
@@ -67,6 +79,40 @@ async def test_account_limit_same_for_existing_and_unknown(
         assert len(keys) >= 2
 
 
+async def test_parallel_guesses_are_counted_before_they_are_checked(
+    throttled_app: FastAPI,
+) -> None:
+    async with asgi_client(throttled_app, "10.0.0.8") as client:
+        await register(client)
+        answers = await asyncio.gather(*(fail_login(client, "alice") for _ in range(12)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 3 + [429] * 9
+
+
+async def test_current_password_guesses_share_the_account_limit(
+    throttled_app: FastAPI,
+) -> None:
+    async with asgi_client(throttled_app, "10.0.0.9") as client:
+        await register(client)
+        token = await login(client)
+        for _ in range(3):
+            wrong = await client.post(
+                "/api/v1/users/profile/password",
+                json={"current_password": "a-wrong-guess", "new_password": "Another-pass-91"},
+                headers=bearer(token),
+            )
+            assert wrong.status_code == 403
+        blocked = await client.patch(
+            "/api/v1/users/profile",
+            json={"email": "new@example.com", "current_password": PASSWORD},
+            headers=bearer(token),
+        )
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) >= 1
+        refused = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+        assert refused.status_code == 429
+
+
 async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "10.0.0.3") as client:
         await register(client)
@@ -79,12 +125,16 @@ async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
         assert ok.status_code == 200
 
 
-async def test_successful_logins_are_not_counted(throttled_app: FastAPI) -> None:
+async def test_a_success_clears_the_accounts_count(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "10.0.0.5") as client:
         await register(client)
-        for _ in range(8):
-            ok = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
-            assert ok.status_code == 200
+        for _ in range(2):
+            assert (await fail_login(client, "alice")).status_code == 401
+        ok = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+        assert ok.status_code == 200
+        for _ in range(3):
+            assert (await fail_login(client, "alice")).status_code == 401
+        assert (await fail_login(client, "alice")).status_code == 429
 
 
 async def test_registrations_per_address(throttled_app: FastAPI) -> None:

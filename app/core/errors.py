@@ -16,6 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 logger = logging.getLogger("app.errors")
 
 BEARER_CHALLENGE = MappingProxyType({"WWW-Authenticate": "Bearer"})
+UNEXPECTED_ERROR_HEADERS = MappingProxyType(
+    {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+)
 
 
 class AppError(Exception):
@@ -238,7 +245,12 @@ async def _validation_error_handler(_request: Request, exc: Exception) -> JSONRe
 
 async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(_error_body("Internal server error", "internal_error"), status_code=500)
+    # Starlette renders this outside the app's middleware: add the security headers here.
+    return JSONResponse(
+        _error_body("Internal server error", "internal_error"),
+        status_code=500,
+        headers=UNEXPECTED_ERROR_HEADERS,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -19,6 +19,9 @@ ID_MAX = 2**63 - 1  # BIGINT; larger ids are refused before they reach the datab
 
 class User(Base):
     __tablename__ = "users"
+    # SQLite: AUTOINCREMENT so a deleted user's id is never handed to a new user (a token
+    # verified elsewhere must not come to mean somebody else). PostgreSQL sequences never reuse.
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it)
 
     # BIGINT on PostgreSQL (Django's BigAutoField); SQLite needs INTEGER to alias the rowid.
     id: Mapped[int] = mapped_column(

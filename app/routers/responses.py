@@ -7,6 +7,7 @@ from typing import Any
 from app.schemas.errors import ErrorResponse, ValidationErrorResponse
 
 _DESCRIPTIONS = {
+    400: "The body could not be parsed (malformed multipart, JSON nested too deeply).",
     401: "Not authenticated: the bearer token is missing, malformed, badly signed, expired or "
     "not an access token, or the user is inactive.",
     403: "Authenticated but not allowed.",
@@ -16,6 +17,7 @@ _DESCRIPTIONS = {
     415: "Unsupported Content-Type.",
     422: "Invalid input.",
     429: "Too many attempts: wait for the number of seconds in Retry-After.",
+    503: "The throttling store (Redis) is unreachable; retry after Retry-After seconds.",
     500: "Unexpected error; details are only in the server log.",
 }
 
@@ -24,9 +26,12 @@ def error_responses(
     *status_codes: int, descriptions: dict[int, str] | None = None
 ) -> dict[int | str, dict[str, Any]]:
     """The error responses of a route; ``descriptions`` replaces the generic wording where a
-    status means something particular on that route."""
+    status means something particular on that route. Every route that reads a body (413)
+    can also answer 400, and every route that counts attempts (429) 503."""
+    implied = [400] if 413 in status_codes else []
+    implied += [503] if 429 in status_codes else []
     responses: dict[int | str, dict[str, Any]] = {}
-    for status_code in (*status_codes, 500):
+    for status_code in sorted({*status_codes, *implied, 500}):
         model = ValidationErrorResponse if status_code == 422 else ErrorResponse
         description = (descriptions or {}).get(status_code, _DESCRIPTIONS[status_code])
         responses[status_code] = {"model": model, "description": description}

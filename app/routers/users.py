@@ -10,6 +10,7 @@ from app.dependencies import (
     MediaStorageDep,
     PasswordHasherDep,
     SessionDep,
+    ThrottleDep,
 )
 from app.routers.responses import error_responses
 from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
@@ -56,6 +57,7 @@ async def get_profile(user: CurrentUser) -> UserRead:
         409,
         413,
         422,
+        429,
         descriptions={
             403: "Changing the email or username needs the right `current_password` "
             "(code `invalid_current_password`).",
@@ -68,9 +70,14 @@ async def get_profile(user: CurrentUser) -> UserRead:
     "registration; a taken username or email (whatever its case) is a 409.",
 )
 async def update_profile(
-    data: ProfileUpdate, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+    data: ProfileUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    throttle: ThrottleDep,
 ) -> UserRead:
-    return UserRead.model_validate(await account.update_profile(session, hasher, user, data))
+    updated = await account.update_profile(session, hasher, throttle, user, data)
+    return UserRead.model_validate(updated)
 
 
 @router.put(
@@ -128,6 +135,7 @@ async def delete_avatar(
         404,
         413,
         422,
+        429,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             422: "Invalid input, or `new_password` breaks a password rule.",
@@ -138,9 +146,13 @@ async def delete_avatar(
     "password no longer logs in.",
 )
 async def change_password(
-    data: PasswordChange, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+    data: PasswordChange,
+    user: CurrentUser,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    throttle: ThrottleDep,
 ) -> None:
-    await account.change_password(session, hasher, user, data)
+    await account.change_password(session, hasher, throttle, user, data)
 
 
 @router.delete(
@@ -153,6 +165,7 @@ async def change_password(
         409,
         413,
         422,
+        429,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             409: "The user is the last active superuser (code `last_superuser`).",
@@ -167,6 +180,7 @@ async def delete_account(
     user: CurrentUser,
     session: SessionDep,
     hasher: PasswordHasherDep,
+    throttle: ThrottleDep,
     storage: MediaStorageDep,
 ) -> None:
-    await account.delete_account(session, hasher, storage, user, data.current_password)
+    await account.delete_account(session, hasher, throttle, storage, user, data.current_password)

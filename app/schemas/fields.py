@@ -13,10 +13,15 @@ from app.models.user import EMAIL_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX
 USERNAME_PATTERN = r"^[\w.@+-]+$"
 
 
+# Control characters (NUL included: PostgreSQL refuses it), surrogates, invisible format
+# characters (bidi overrides such as U+202E, zero-width spaces, BOM) and line/paragraph
+# separators: none belongs in a name, and some would let one name pass for another.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
+
+
 def reject_control_characters(value: str) -> str:
-    """NUL and other control characters: PostgreSQL refuses NUL, and none belongs in a name."""
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
-        raise ValueError("must not contain control characters")
+    if any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in value):
+        raise ValueError("must not contain control or invisible formatting characters")
     return value
 
 

@@ -33,32 +33,43 @@ from app.repositories import users as users_repo
 from app.schemas.user import PasswordChange, ProfileUpdate
 from app.services import sessions
 from app.services.password_policy import password_problems, user_attributes
+from app.services.throttle import Throttle, account_key
 
 AVATAR_DIRECTORY = "avatars"
 CREDENTIAL_FIELDS = ("username", "email")  # changing these needs the current password
 
 
-async def verify_current_password(hasher: PasswordHasher, user: User, password: str | None) -> None:
-    """403 unless ``password`` is the user's password."""
+async def verify_current_password(
+    hasher: PasswordHasher, throttle: Throttle, user: User, password: str | None
+) -> None:
+    """403 unless ``password`` is the user's password; guesses share the account's login
+    throttle (429), so a stolen access token is no unlimited password oracle."""
     if password is None:
         raise InvalidCurrentPassword(
             "The current password is required to change the email or username"
         )
+    account = account_key(user.id)
+    await throttle.password_attempt(account)
     check = await hasher.verify(password, user.password)
     if not check.valid:
         raise InvalidCurrentPassword()
+    await throttle.password_accepted(account)
     if check.new_hash is not None:
         user.password = check.new_hash  # as at login: upgrade a Django or older hash
 
 
 async def update_profile(
-    session: AsyncSession, hasher: PasswordHasher, user: User, data: ProfileUpdate
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    throttle: Throttle,
+    user: User,
+    data: ProfileUpdate,
 ) -> User:
     """Partial update; the email or username only change with the current password (a
     stolen access token alone cannot take over the account's identity)."""
     changes = _changed(user, data.model_dump(exclude_unset=True, exclude={"current_password"}))
     if data.current_password is not None or any(field in changes for field in CREDENTIAL_FIELDS):
-        await verify_current_password(hasher, user, data.current_password)
+        await verify_current_password(hasher, throttle, user, data.current_password)
     await apply_changes(session, user, changes)
     return user
 
@@ -77,14 +88,18 @@ async def apply_changes(session: AsyncSession, user: User, changes: dict[str, An
 
 
 async def change_password(
-    session: AsyncSession, hasher: PasswordHasher, user: User, data: PasswordChange
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    throttle: Throttle,
+    user: User,
+    data: PasswordChange,
 ) -> None:
     """403 for a wrong current password, 422 when the new one breaks a registration rule.
 
     Every session of the user ends, this one included: whoever may have the old password
     (or a token) must log in again with the new one.
     """
-    await verify_current_password(hasher, user, data.current_password)
+    await verify_current_password(hasher, throttle, user, data.current_password)
     problems = password_problems(
         data.new_password,
         user_attributes(user.username, user.email, user.first_name, user.last_name),
@@ -99,12 +114,13 @@ async def change_password(
 async def delete_account(
     session: AsyncSession,
     hasher: PasswordHasher,
+    throttle: Throttle,
     storage: MediaStorage,
     user: User,
     current_password: str,
 ) -> None:
     """The user deletes themselves: their username and email become free again."""
-    await verify_current_password(hasher, user, current_password)
+    await verify_current_password(hasher, throttle, user, current_password)
     await remove_user(session, storage, user)
 
 

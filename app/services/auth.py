@@ -12,7 +12,7 @@ from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
 from app.services import sessions
 from app.services.password_policy import password_problems, user_attributes
-from app.services.throttle import Throttle
+from app.services.throttle import Throttle, account_key, unknown_account_key
 
 
 async def register(session: AsyncSession, hasher: PasswordHasher, data: RegisterRequest) -> User:
@@ -49,21 +49,6 @@ async def sign_up(
     return await register(session, hasher, data)
 
 
-async def authenticate(
-    session: AsyncSession, hasher: PasswordHasher, identifier: str, password: str
-) -> User:
-    """The active user with these credentials; every failure looks the same and costs the same."""
-    user = await users_repo.get_by_login(session, identifier)
-    check = await hasher.verify(password, user.password if user is not None else None)
-    if user is None or not check.valid or not user.is_active:
-        raise InvalidCredentials()
-    if check.new_hash is not None:
-        user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
-    user.last_login = utcnow()
-    await session.flush()
-    return user
-
-
 async def login(
     session: AsyncSession,
     hasher: PasswordHasher,
@@ -73,12 +58,22 @@ async def login(
     password: str,
     client_address: str,
 ) -> sessions.TokenPair:
-    """Throttle, authenticate, start a session. Refused attempts count against the account
-    and the address; once either is exhausted even the right password gets 429."""
-    await throttle.check_login(identifier, client_address)
-    try:
-        user = await authenticate(session, hasher, identifier, password)
-    except InvalidCredentials:
-        await throttle.record_login_failure(identifier, client_address)
-        raise
+    """Throttle, authenticate, start a session.
+
+    The attempt is counted before the password is checked, so parallel guesses cannot slip
+    through between a check and a count; once the account or the address is out of
+    attempts even the right password gets 429. A success clears the account's count.
+    Unknown user, wrong password and inactive user fail alike, at the same cost.
+    """
+    user = await users_repo.get_by_login(session, identifier)
+    account = account_key(user.id) if user is not None else unknown_account_key(identifier)
+    await throttle.login_attempt(account, client_address)
+    check = await hasher.verify(password, user.password if user is not None else None)
+    if user is None or not check.valid or not user.is_active:
+        raise InvalidCredentials()
+    await throttle.password_accepted(account)
+    if check.new_hash is not None:
+        user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
+    user.last_login = utcnow()
+    await session.flush()
     return await sessions.start(session, codec, user)

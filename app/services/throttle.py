@@ -1,8 +1,10 @@
 """Brute-force throttling with the `limits` library (moving windows).
 
 In-memory counts by default; with REDIS_URL the counts live in Redis, so every replica
-sees the same ones. Failed logins count per account (the identifier as typed, lower-cased,
-whether or not the account exists) and per client address; registrations count per address.
+sees the same ones. Password attempts (logins, and the current-password checks of the
+account endpoints) count per account and, for logins, per client address; a success clears
+the account's count. Unknown accounts are counted under the identifier as typed (trimmed,
+lower-cased). Registrations count per address.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def create_storage(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
+def account_key(user_id: int) -> str:
+    """One count per account, whichever identifier (username or email) was typed."""
+    return f"user:{user_id}"
+
+
+def unknown_account_key(identifier: str) -> str:
+    return f"unknown:{identifier.strip().lower()}"
+
+
 class Throttle:
     def __init__(self, settings: Settings, storage: Storage) -> None:
         self._limiter = MovingWindowRateLimiter(storage)
@@ -45,33 +56,30 @@ class Throttle:
         self._per_address = limits.parse(settings.login_limit_per_address)
         self._registrations = limits.parse(settings.register_limit_per_address)
 
-    async def check_login(self, identifier: str, address: str) -> None:
-        """429 when either count is exhausted, before any password is checked."""
-        for limit, key in self._login_keys(identifier, address):
-            with _storage_guard():
-                allowed = await self._limiter.test(limit, *key)
-            if not allowed:
-                raise TooManyRequests(await self._retry_after(limit, key))
+    async def login_attempt(self, account: str, address: str) -> None:
+        """Count a login against the account and the address; 429 when either has no
+        attempts left. Counted before the password is checked, so parallel guesses are
+        counted too; ``password_accepted`` then clears the account's count."""
+        await self._hit(self._per_account, ("account", account))
+        await self._hit(self._per_address, ("login-address", address))
 
-    async def record_login_failure(self, identifier: str, address: str) -> None:
-        for limit, key in self._login_keys(identifier, address):
-            with _storage_guard():
-                await self._limiter.hit(limit, *key)
+    async def password_attempt(self, account: str) -> None:
+        """A current-password check (profile changes): the account's count only."""
+        await self._hit(self._per_account, ("account", account))
+
+    async def password_accepted(self, account: str) -> None:
+        """The right password: the account's count starts again (an address's does not)."""
+        with _storage_guard():
+            await self._limiter.clear(self._per_account, "account", account)
 
     async def register_attempt(self, address: str) -> None:
-        key = ("register-address", address)
-        with _storage_guard():
-            allowed = await self._limiter.hit(self._registrations, *key)
-        if not allowed:
-            raise TooManyRequests(await self._retry_after(self._registrations, key))
+        await self._hit(self._registrations, ("register-address", address))
 
-    def _login_keys(
-        self, identifier: str, address: str
-    ) -> list[tuple[limits.RateLimitItem, tuple[str, str]]]:
-        return [
-            (self._per_account, ("login-account", identifier.strip().lower())),
-            (self._per_address, ("login-address", address)),
-        ]
+    async def _hit(self, limit: limits.RateLimitItem, key: tuple[str, str]) -> None:
+        with _storage_guard():
+            allowed = await self._limiter.hit(limit, *key)
+        if not allowed:
+            raise TooManyRequests(await self._retry_after(limit, key))
 
     async def _retry_after(self, limit: limits.RateLimitItem, key: tuple[str, str]) -> int:
         with _storage_guard():
