@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
 from sqlalchemy import ColumnElement, Table, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import delete as sa_delete
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm.exc import StaleDataError
 
-from app.core.errors import EmailTaken, UsernameTaken
+from app.core.errors import EmailTaken, UsernameTaken, UserNotFound
 from app.models.user import User
 
 
@@ -62,16 +65,25 @@ async def add(session: AsyncSession, user: User) -> User:
 
 
 async def save(session: AsyncSession) -> None:
-    """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken."""
+    """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken,
+    and a user deleted by a concurrent request (the UPDATE matched no row) UserNotFound."""
     try:
         await session.flush()
     except IntegrityError as exc:
         raise _conflict_error(exc) from None
+    except StaleDataError:
+        raise UserNotFound() from None
 
 
 async def delete(session: AsyncSession, user: User) -> None:
-    await session.delete(user)
-    await session.flush()
+    """Delete the row; 404 when a concurrent request deleted it first."""
+    result = await session.execute(
+        sa_delete(User).where(User.id == user.id).execution_options(synchronize_session=False)
+    )
+    assert isinstance(result, CursorResult)
+    if result.rowcount != 1:
+        raise UserNotFound()
+    session.expunge(user)
 
 
 async def lock_avatar(session: AsyncSession, user: User) -> str | None:
