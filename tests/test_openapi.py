@@ -54,13 +54,13 @@ def test_operation_ids_are_unique_and_readable(schema: dict[str, Any]) -> None:
 
 def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
     expected = {
-        ("/api/v1/auth/register", "post"): {"201", "409", "413", "422", "429", "500"},
-        ("/api/v1/auth/token", "post"): {"200", "401", "413", "415", "422", "429", "500"},
-        ("/api/v1/auth/token/refresh", "post"): {"200", "401", "413", "422", "500"},
-        ("/api/v1/auth/logout", "post"): {"204", "401", "413", "422", "500"},
-        ("/api/v1/auth/logout-all", "post"): {"204", "401", "404", "500"},
-        ("/api/v1/users/profile", "post"): {"200", "401", "404", "500"},
-        ("/api/v1/users/profile", "get"): {"200", "401", "404", "500"},
+        ("/api/v1/auth/register", "post"): {"201", "409", "413", "422", "429", "500", "503"},
+        ("/api/v1/auth/token", "post"): {"200", "401", "413", "415", "422", "429", "500", "503"},
+        ("/api/v1/auth/token/refresh", "post"): {"200", "401", "413", "422", "500", "503"},
+        ("/api/v1/auth/logout", "post"): {"204", "401", "413", "422", "500", "503"},
+        ("/api/v1/auth/logout-all", "post"): {"204", "401", "404", "500", "503"},
+        ("/api/v1/users/profile", "post"): {"200", "401", "404", "500", "503"},
+        ("/api/v1/users/profile", "get"): {"200", "401", "404", "500", "503"},
         ("/api/v1/users/profile", "patch"): {
             "200",
             "401",
@@ -70,6 +70,7 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
             "413",
             "422",
             "500",
+            "503",
         },
         ("/api/v1/users/profile", "delete"): {
             "204",
@@ -80,9 +81,10 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
             "413",
             "422",
             "500",
+            "503",
         },
-        ("/api/v1/users/profile/avatar", "put"): {"200", "401", "404", "413", "422", "500"},
-        ("/api/v1/users/profile/avatar", "delete"): {"200", "401", "404", "500"},
+        ("/api/v1/users/profile/avatar", "put"): {"200", "401", "404", "413", "422", "500", "503"},
+        ("/api/v1/users/profile/avatar", "delete"): {"200", "401", "404", "500", "503"},
         ("/api/v1/users/profile/password", "post"): {
             "204",
             "401",
@@ -91,9 +93,10 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
             "413",
             "422",
             "500",
+            "503",
         },
-        ("/api/v1/users", "get"): {"200", "401", "403", "404", "422", "500"},
-        ("/api/v1/users/{user_id}", "get"): {"200", "401", "403", "404", "422", "500"},
+        ("/api/v1/users", "get"): {"200", "401", "403", "404", "422", "500", "503"},
+        ("/api/v1/users/{user_id}", "get"): {"200", "401", "403", "404", "422", "500", "503"},
         ("/api/v1/users/{user_id}", "patch"): {
             "200",
             "401",
@@ -103,8 +106,18 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
             "413",
             "422",
             "500",
+            "503",
         },
-        ("/api/v1/users/{user_id}", "delete"): {"204", "401", "403", "404", "409", "422", "500"},
+        ("/api/v1/users/{user_id}", "delete"): {
+            "204",
+            "401",
+            "403",
+            "404",
+            "409",
+            "422",
+            "500",
+            "503",
+        },
     }
     for path, method, operation in operations(schema):
         if not path.startswith("/api/"):

@@ -17,6 +17,8 @@ _DESCRIPTIONS = {
     422: "Invalid input.",
     429: "Too many attempts: wait for the number of seconds in Retry-After.",
     500: "Unexpected error; details are only in the server log.",
+    503: "The database is unavailable (down, unreachable or too slow): retry after the "
+    "number of seconds in Retry-After.",
 }
 
 

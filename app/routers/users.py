@@ -17,7 +17,7 @@ from app.services import account
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-PROFILE_RESPONSES = error_responses(401, 404)
+PROFILE_RESPONSES = error_responses(401, 404, 503)
 PROFILE_DESCRIPTION = (
     "The signed-in user's profile. No request body is needed (an empty body or `{}` works): "
     "the user comes from the bearer token."
@@ -56,6 +56,7 @@ async def get_profile(user: CurrentUser) -> UserRead:
         409,
         413,
         422,
+        503,
         descriptions={
             403: "Changing the email or username needs the right `current_password` "
             "(code `invalid_current_password`).",
@@ -81,6 +82,7 @@ async def update_profile(
         404,
         413,
         422,
+        503,
         descriptions={
             413: "The file is larger than AVATAR_MAX_BYTES (code `file_too_large`), or the "
             "whole request far larger (code `request_too_large`).",
@@ -128,6 +130,7 @@ async def delete_avatar(
         404,
         413,
         422,
+        503,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             422: "Invalid input, or `new_password` breaks a password rule.",
@@ -153,6 +156,7 @@ async def change_password(
         409,
         413,
         422,
+        503,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             409: "The user is the last active superuser (code `last_superuser`).",
