@@ -10,11 +10,12 @@ from pydantic import BeforeValidator
 
 from app.dependencies import MediaStorageDep, SessionDep, StaffUser, SuperUser
 from app.models.user import ID_MAX
+from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
-router = APIRouter(prefix="/users", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"])
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 

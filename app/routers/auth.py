@@ -15,6 +15,7 @@ from app.dependencies import (
     ThrottleDep,
     TokenCodecDep,
 )
+from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.auth import (
     LoginForm,
@@ -29,7 +30,7 @@ from app.services import auth as auth_service
 from app.services import sessions
 from app.services.sessions import TokenPair
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

@@ -11,11 +11,12 @@ from app.dependencies import (
     PasswordHasherDep,
     SessionDep,
 )
+from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
 PROFILE_RESPONSES = error_responses(401, 404, 503)
 PROFILE_DESCRIPTION = (

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import EmailTaken, InvalidCredentials, PasswordRejected, UsernameTaken
+from app.core import metrics
+from app.core.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    PasswordRejected,
+    TooManyRequests,
+    UsernameTaken,
+)
 from app.core.security import PasswordHasher, TokenCodec
 from app.models.base import utcnow
 from app.models.user import User
@@ -75,10 +82,17 @@ async def login(
 ) -> sessions.TokenPair:
     """Throttle, authenticate, start a session. Refused attempts count against the account
     and the address; once either is exhausted even the right password gets 429."""
-    await throttle.check_login(identifier, client_address)
+    try:
+        await throttle.check_login(identifier, client_address)
+    except TooManyRequests:
+        metrics.record_login("throttled")
+        raise
     try:
         user = await authenticate(session, hasher, identifier, password)
     except InvalidCredentials:
+        metrics.record_login("failed")
         await throttle.record_login_failure(identifier, client_address)
         raise
-    return await sessions.start(session, codec, user)
+    pair = await sessions.start(session, codec, user)
+    metrics.record_login("succeeded")
+    return pair
