@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import getpass
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +20,7 @@ import app as app_package
 from app.core.config import DatabaseSettings, Settings
 
 SUPERUSER_PASSWORD_ENV = "USERSERVICE_SUPERUSER_PASSWORD"  # noqa: S105 (a variable name)
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # see app/core/metrics.py
 S = TypeVar("S", bound=DatabaseSettings)
 
 
@@ -67,19 +70,33 @@ def _check_signing_keys(settings: Settings) -> None:
 def serve(host: str, port: int, workers: int, reload: bool) -> None:
     import uvicorn
 
+    from app.core.logging import logging_config
+
     settings = _load_settings(Settings)  # validates, and creates the development key file once
     _check_signing_keys(settings)
     migrate(settings.database_url)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        reload=reload,
-        log_level=settings.log_level.lower(),
-        proxy_headers=False,
-    )
+    metrics_dir = None
+    if workers > 1 and not os.environ.get(METRICS_DIR_ENV):
+        # Multiprocess metrics: every worker writes its samples under this directory and a
+        # scrape of any worker sums them. Set before any worker imports prometheus_client.
+        metrics_dir = tempfile.mkdtemp(prefix="userservice-metrics-")
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            reload=reload,
+            log_level=settings.log_level.lower(),
+            log_config=logging_config(settings.log_level),
+            access_log=False,  # RequestLogMiddleware logs each request as JSON
+            proxy_headers=False,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _read_password(from_stdin: bool) -> str:

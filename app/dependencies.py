@@ -96,12 +96,15 @@ async def get_bearer_token(request: Request, token: Annotated[str | None, Depend
 
 
 async def get_current_user(
+    request: Request,
     token: Annotated[str, Depends(get_bearer_token)],
     session: SessionDep,
     codec: TokenCodecDep,
     legacy_codec: LegacyTokenCodecDep,
 ) -> User:
-    return await sessions.user_from_access_token(session, codec, token, legacy_codec)
+    user = await sessions.user_from_access_token(session, codec, token, legacy_codec)
+    request.state.user_id = user.id  # for the request log line
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -15,14 +15,19 @@ from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.images import ImageProcessor
-from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from app.core.metrics import track_pool
+from app.core.middleware import (
+    BodySizeLimitMiddleware,
+    RequestLogMiddleware,
+    SecurityHeadersMiddleware,
+)
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import create_media_storage
-from app.routers import admin, auth, health, keys, media, users
+from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
+from app.routers.docs import install_docs
 from app.schemas.auth import LoginForm, LoginRequest
 from app.services.throttle import Throttle, create_storage
 
-API_PREFIX = "/api/v1"
 # Room for the multipart framing around the avatar: boundaries, part headers, a long
 # filename. The file itself is checked against AVATAR_MAX_BYTES by the handler.
 MULTIPART_OVERHEAD = 16 * 1024
@@ -40,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         app.state.engine = engine
+        track_pool(engine)
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.throttle = Throttle(settings, create_storage(settings))
         try:
@@ -56,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "avatar, and user administration.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        docs_url=None,  # served by install_docs, with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher(settings.password_hash_threads)
@@ -71,11 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    install_docs(app)
     app.include_router(keys.router)
-    app.include_router(auth.router, prefix=API_PREFIX)
+    app.include_router(auth.router)
     # users before admin: /users/profile must not be taken for /users/{user_id}.
-    app.include_router(users.router, prefix=API_PREFIX)
-    app.include_router(admin.router, prefix=API_PREFIX)
+    app.include_router(users.router)
+    app.include_router(admin.router)
     app.include_router(media.router)
 
     if settings.cors_origins:
@@ -93,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         },
     )
     app.add_middleware(SecurityHeadersMiddleware, no_store_prefix=API_PREFIX)
+    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, 413s included
     _include_extra_schemas(app, LoginRequest, LoginForm)
     return app
 

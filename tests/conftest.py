@@ -183,18 +183,26 @@ def free_port() -> int:
 
 def server_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("USERSERVICE_")}
-    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, LOG_LEVEL="WARNING", **extra)
+    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, LOG_LEVEL="WARNING")
+    env.update(extra)
     return env
 
 
 @contextmanager
-def run_server(database_url: str, workdir: Path, **env: str) -> Iterator[str]:
-    """``python -m app serve`` (migrations, then uvicorn) on a free port; yields its URL."""
+def run_server(
+    database_url: str, workdir: Path, workers: int | str = 1, **env: str
+) -> Iterator[str]:
+    """``python -m app serve --workers N`` (migrations, then uvicorn) on a free port; yields
+    its URL. ``env`` adds environment variables; the output goes to ``workdir/server-PORT.log``.
+    """
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"),
+                *("--port", str(port), "--workers", str(workers)),
+            ],
             cwd=workdir,
             env=server_env(database_url, **env),
             stdout=log,

@@ -48,6 +48,15 @@ class DatabaseSettings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout: float = Field(default=10.0, gt=0, le=300)
+    db_connect_timeout: float = Field(
+        default=5.0, gt=0, le=120, description="Seconds to open a PostgreSQL connection."
+    )
+    db_command_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds one PostgreSQL statement may take (client and server side).",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -116,6 +125,9 @@ class Settings(DatabaseSettings):
     )
     image_threads: int = Field(default=2, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    readiness_timeout: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds /readyz waits for the database."
+    )
     legacy_simplejwt_signing_key: SecretStr | None = Field(
         default=None,
         description="The replaced Django service's SECRET_KEY (its SimpleJWT signing key): when "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import DatabaseSettings
-from app.core.errors import AppError
+from app.core.errors import AppError, ServiceUnavailable, is_database_unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _AFTER_COMMIT = "after_commit"
@@ -35,13 +36,35 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
+    # Every wait on PostgreSQL is bounded, so an outage is a 503 within seconds, not a
+    # hang: opening a connection, each statement (asyncpg's command_timeout, and the
+    # server's statement_timeout), waiting for a pooled connection. pool_pre_ping replaces
+    # connections that died while the database was away, so the service recovers by itself.
+    # hide_parameters: SQL errors in the log never carry the values (password hashes, tokens).
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_command_timeout,
+            "server_settings": {"statement_timeout": str(int(settings.db_command_timeout * 1000))},
+        },
     )
+
+
+async def check_database(engine: AsyncEngine, seconds: float) -> None:
+    """``SELECT 1`` within ``seconds``, else `ServiceUnavailable` (readiness)."""
+    try:
+        async with asyncio.timeout(seconds), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        if isinstance(exc, TimeoutError) or is_database_unavailable(exc):
+            raise ServiceUnavailable("The database is unreachable") from None
+        raise
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

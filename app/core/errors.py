@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("app.errors")
@@ -253,8 +255,74 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
     )
 
 
+# asyncpg errors that mean "the database cannot be reached or is going away", not "this
+# statement is wrong": connection failures and closed connections, server shutdown or
+# cancelled statements (statement_timeout), too many connections.
+_ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+_DATABASE_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _raised_by_database_layer(exc: BaseException) -> bool:
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = traceback.tb_frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.startswith(_DATABASE_MODULES):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database is unreachable (down, cut off, timing out, out
+    of connections), as opposed to a bug or a refused statement."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        ):
+            return True
+        return any(isinstance(item, _ASYNCPG_UNAVAILABLE) for item in _chain(exc))
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection within DB_POOL_TIMEOUT
+        return True
+    if isinstance(exc, _ASYNCPG_UNAVAILABLE):
+        return True
+    # OSError covers ConnectionError and TimeoutError (asyncpg's connect and command
+    # timeouts): a database outage only when raised from the database drivers.
+    return isinstance(exc, OSError) and _raised_by_database_layer(exc)
+
+
+async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The one place database outages become 503 + Retry-After. The session dependency has
+    already rolled back, so nothing of the request was written."""
+    if not is_database_unavailable(exc):
+        return await _unexpected_error_handler(request, exc)
+    logger.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+    )
+    return await _app_error_handler(request, ServiceUnavailable("The database is unavailable"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
+    for exc_class in (sa_exc.SQLAlchemyError, OSError, *_ASYNCPG_UNAVAILABLE):
+        app.add_exception_handler(exc_class, _database_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)

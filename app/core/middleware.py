@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import time
+import uuid
 from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import metrics
+from app.core.logging import REQUEST_LOGGER, request_id_var
+
 BODY_TOO_LARGE_CODE = "request_too_large"
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's request id is kept when it is short and made of safe characters (it ends up in
+# logs and headers); anything else is replaced by a generated one.
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+USER_ID_STATE = "user_id"  # set in scope["state"] by the current-user dependency
+
+request_logger = logging.getLogger(REQUEST_LOGGER)
 
 
 class BodyTooLarge(HTTPException):
@@ -125,3 +139,67 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RequestLogMiddleware:
+    """Per request: an ``X-Request-ID`` (the client's when safe, else generated) on the
+    response and on every log record of the request; one JSON log line (method, route
+    template, status, duration, user id when known) and the request metrics.
+
+    Only the route template (``scope["route"].path``, set by routing) is recorded, never the
+    path, query string, headers or body: no token or password can reach the log this way.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        token = request_id_var.set(request_id)
+        state: dict[str, object] = scope.setdefault("state", {})
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or metrics.UNMATCHED_ROUTE
+            method: str = scope["method"]
+            metrics.observe_request(route, method, status, seconds)
+            request_logger.info(
+                "%s %s %d",
+                method,
+                route,
+                status,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "user_id": state.get(USER_ID_STATE),
+                    }
+                },
+            )
+            request_id_var.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _SAFE_REQUEST_ID.fullmatch(value):
+                client_id: str = value.decode("ascii")
+                return client_id
+            break
+    return uuid.uuid4().hex

@@ -10,11 +10,12 @@ from pydantic import BeforeValidator
 
 from app.dependencies import MediaStorageDep, SessionDep, StaffUser, SuperUser
 from app.models.user import ID_MAX
+from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
-router = APIRouter(prefix="/users", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"])
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -44,6 +45,7 @@ _404 = "No user has this id, or the token's user no longer exists."
         403,
         404,
         422,
+        503,
         descriptions={
             403: _403,
             422: "Invalid query: unknown parameter, `ordering` outside the allow-list, "
@@ -71,7 +73,7 @@ async def list_users(
 @router.get(
     "/{user_id}",
     response_model=UserRead,
-    responses=error_responses(401, 403, 404, 422, descriptions={403: _403, 404: _404}),
+    responses=error_responses(401, 403, 404, 422, 503, descriptions={403: _403, 404: _404}),
     summary="Get a user (staff)",
 )
 async def get_user(user_id: UserId, _staff: StaffUser, session: SessionDep) -> UserRead:
@@ -88,6 +90,7 @@ async def get_user(user_id: UserId, _staff: StaffUser, session: SessionDep) -> U
         409,
         413,
         422,
+        503,
         descriptions={
             403: _403,
             404: _404,
@@ -114,6 +117,7 @@ async def update_user(
         404,
         409,
         422,
+        503,
         descriptions={
             403: _403,
             404: _404,

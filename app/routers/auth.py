@@ -15,6 +15,7 @@ from app.dependencies import (
     ThrottleDep,
     TokenCodecDep,
 )
+from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.auth import (
     LoginForm,
@@ -29,7 +30,7 @@ from app.services import auth as auth_service
 from app.services import sessions
 from app.services.sessions import TokenPair
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -47,7 +48,7 @@ def _token_response(pair: TokenPair) -> Token:
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=error_responses(409, 413, 422, 429),
+    responses=error_responses(409, 413, 422, 429, 503),
     summary="Register a new user",
 )
 async def register(
@@ -93,7 +94,7 @@ LOGIN_REQUEST_BODY = {
 @router.post(
     "/token",
     response_model=Token,
-    responses=error_responses(401, 413, 415, 422, 429),
+    responses=error_responses(401, 413, 415, 422, 429, 503),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
     "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
@@ -123,7 +124,7 @@ async def login(
 @router.post(
     "/token/refresh",
     response_model=Token,
-    responses=error_responses(401, 413, 422),
+    responses=error_responses(401, 413, 422, 503),
     summary="Rotate a refresh token",
     description="Returns a new access token and a new refresh token; the one sent is spent. "
     "Sending a spent refresh token again revokes the whole session (401).",
@@ -135,7 +136,7 @@ async def refresh_token(data: RefreshRequest, session: SessionDep, codec: TokenC
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 413, 422),
+    responses=error_responses(401, 413, 422, 503),
     summary="End the session of a refresh token",
     description="Its access tokens stop working at once. Idempotent.",
 )
@@ -147,7 +148,7 @@ async def logout(data: LogoutRequest, session: SessionDep, codec: TokenCodecDep)
 @router.post(
     "/logout-all",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 503),
     summary="End every session of the signed-in user",
 )
 async def logout_all(user: CurrentUser, session: SessionDep) -> Response:

@@ -1,7 +1,13 @@
+"""Probes for an orchestrator or load balancer: liveness (no I/O) and readiness (database)."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
+
+from app.core.db import check_database
+from app.dependencies import SettingsDep
+from app.routers.responses import error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -12,4 +18,18 @@ class Health(BaseModel):
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
 async def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: the database answers within READINESS_TIMEOUT",
+    responses=error_responses(
+        503,
+        descriptions={503: "The database did not answer in time: try again after Retry-After."},
+    ),
+)
+async def readyz(request: Request, settings: SettingsDep) -> Health:
+    await check_database(request.app.state.engine, settings.readiness_timeout)
     return Health()

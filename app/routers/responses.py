@@ -17,8 +17,9 @@ _DESCRIPTIONS = {
     415: "Unsupported Content-Type.",
     422: "Invalid input.",
     429: "Too many attempts: wait for the number of seconds in Retry-After.",
-    503: "The throttling store (Redis) is unreachable; retry after Retry-After seconds.",
     500: "Unexpected error; details are only in the server log.",
+    503: "A backing service is unavailable: the database (down, unreachable or too slow) or, "
+    "where attempts are counted, the throttling store (Redis). Retry after Retry-After seconds.",
 }
 
 
@@ -27,9 +28,8 @@ def error_responses(
 ) -> dict[int | str, dict[str, Any]]:
     """The error responses of a route; ``descriptions`` replaces the generic wording where a
     status means something particular on that route. Every route that reads a body (413)
-    can also answer 400, and every route that counts attempts (429) 503."""
+    can also answer 400."""
     implied = [400] if 413 in status_codes else []
-    implied += [503] if 429 in status_codes else []
     responses: dict[int | str, dict[str, Any]] = {}
     for status_code in sorted({*status_codes, *implied, 500}):
         model = ValidationErrorResponse if status_code == 422 else ErrorResponse

@@ -12,13 +12,14 @@ from app.dependencies import (
     SessionDep,
     ThrottleDep,
 )
+from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
-PROFILE_RESPONSES = error_responses(401, 404)
+PROFILE_RESPONSES = error_responses(401, 404, 503)
 PROFILE_DESCRIPTION = (
     "The signed-in user's profile. No request body is needed (an empty body or `{}` works): "
     "the user comes from the bearer token."
@@ -58,6 +59,7 @@ async def get_profile(user: CurrentUser) -> UserRead:
         413,
         422,
         429,
+        503,
         descriptions={
             403: "Changing the email or username needs the right `current_password` "
             "(code `invalid_current_password`).",
@@ -88,6 +90,7 @@ async def update_profile(
         404,
         413,
         422,
+        503,
         descriptions={
             413: "The file is larger than AVATAR_MAX_BYTES (code `file_too_large`), or the "
             "whole request far larger (code `request_too_large`).",
@@ -136,6 +139,7 @@ async def delete_avatar(
         413,
         422,
         429,
+        503,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             422: "Invalid input, or `new_password` breaks a password rule.",
@@ -166,6 +170,7 @@ async def change_password(
         413,
         422,
         429,
+        503,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             409: "The user is the last active superuser (code `last_superuser`).",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import EmailTaken, InvalidCredentials, PasswordRejected, UsernameTaken
+from app.core import metrics
+from app.core.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    PasswordRejected,
+    TooManyRequests,
+    UsernameTaken,
+)
 from app.core.security import PasswordHasher, TokenCodec
 from app.models.base import utcnow
 from app.models.user import User
@@ -67,13 +74,20 @@ async def login(
     """
     user = await users_repo.get_by_login(session, identifier)
     account = account_key(user.id) if user is not None else unknown_account_key(identifier)
-    await throttle.login_attempt(account, client_address)
+    try:
+        await throttle.login_attempt(account, client_address)
+    except TooManyRequests:
+        metrics.record_login("throttled")
+        raise
     check = await hasher.verify(password, user.password if user is not None else None)
     if user is None or not check.valid or not user.is_active:
+        metrics.record_login("failed")
         raise InvalidCredentials()
     await throttle.password_accepted(account)
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
     user.last_login = utcnow()
     await session.flush()
-    return await sessions.start(session, codec, user)
+    pair = await sessions.start(session, codec, user)
+    metrics.record_login("succeeded")
+    return pair

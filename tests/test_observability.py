@@ -1,0 +1,138 @@
+"""Request ids, JSON request logs without secrets, Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import PASSWORD, bearer, login, register, run_server, user_payload
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    return samples(text).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_request_id_is_generated_or_kept_when_safe(client: httpx.AsyncClient) -> None:
+    generated = (await client.get("/healthz")).headers["X-Request-ID"]
+    assert len(generated) == 32
+    assert generated != (await client.get("/healthz")).headers["X-Request-ID"]
+    kept = await client.get("/healthz", headers={"X-Request-ID": "lb-7f3a.42:1"})
+    assert kept.headers["X-Request-ID"] == "lb-7f3a.42:1"
+    for unsafe in ("a" * 65, "two words", "<script>", ""):
+        replaced = await client.get("/healthz", headers={"X-Request-ID": unsafe})
+        assert replaced.headers["X-Request-ID"] != unsafe
+        assert len(replaced.headers["X-Request-ID"]) == 32
+
+
+async def test_metrics_count_requests_by_route_and_logins_by_outcome(
+    client: httpx.AsyncClient,
+) -> None:
+    before = (await client.get("/metrics")).text
+    await register(client)
+    token = await login(client)
+    wrong = {"username": "alice", "password": "not-the-password"}
+    assert (await client.post("/api/v1/auth/token", json=wrong)).status_code == 401
+    for _ in range(3):
+        assert (await client.get("/api/v1/users/profile", headers=bearer(token))).status_code == 200
+    assert (await client.get("/api/v1/users/12345")).status_code == 401
+    assert (await client.get("/no/such/path")).status_code == 404
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert grew("userservice_logins_total", outcome="succeeded") == 1
+    assert grew("userservice_logins_total", outcome="failed") == 1
+    profile = {"route": "/api/v1/users/profile", "method": "GET"}
+    assert grew("userservice_http_requests_total", status="200", **profile) == 3
+    assert grew("userservice_http_request_duration_seconds_count", **profile) == 3
+    # Route templates, not paths: label values stay few whatever clients send.
+    assert grew("userservice_http_requests_total", route="/api/v1/users/{user_id}", method="GET",
+                status="401") == 1  # fmt: skip
+    assert grew("userservice_http_requests_total", route="<unmatched>", method="GET",
+                status="404") == 1  # fmt: skip
+    assert "/no/such/path" not in after
+    assert ("userservice_db_pool_connections_in_use", ()) in samples(after)
+
+
+async def test_throttled_logins_are_counted(client: httpx.AsyncClient) -> None:
+    before = (await client.get("/metrics")).text
+    wrong = {"username": "nobody", "password": "not-the-password"}
+    statuses = [(await client.post("/api/v1/auth/token", json=wrong)).status_code for _ in range(6)]
+    assert statuses[-1] == 429
+    after = (await client.get("/metrics")).text
+    throttled = sample(after, "userservice_logins_total", outcome="throttled") - sample(
+        before, "userservice_logins_total", outcome="throttled"
+    )
+    assert throttled == statuses.count(429)
+
+
+def _log_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def test_server_logs_json_without_secrets_and_sums_metrics_over_workers(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two workers (multiprocess metrics); the log captured from the server's stdout."""
+    wrong_password = "Wrong-passphrase-99"
+    with (
+        run_server(database_url, tmp_path, workers=2, LOG_LEVEL="INFO") as base_url,
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
+        assert client.post("/api/v1/auth/register", json=user_payload()).status_code == 201
+        tokens = client.post(
+            "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+        ).json()
+        failed = client.post(
+            "/api/v1/auth/token", data={"username": "alice", "password": wrong_password}
+        )
+        assert failed.status_code == 401
+        refreshed = client.post(
+            "/api/v1/auth/token/refresh", json={"refresh_token": tokens["refresh_token"]}
+        ).json()
+        profile = client.get(
+            "/api/v1/users/profile",
+            headers={**bearer(refreshed["access_token"]), "X-Request-ID": "trace-profile-1"},
+        )
+        assert profile.status_code == 200
+        user_id = profile.json()["id"]
+        metrics_text = client.get("/metrics").text
+        # Whichever worker answered the scrape, it reports the logins of both.
+        assert sample(metrics_text, "userservice_logins_total", outcome="succeeded") == 1
+        assert sample(metrics_text, "userservice_logins_total", outcome="failed") == 1
+    log_path = next(tmp_path.glob("server-*.log"))
+    text = log_path.read_text()
+    secrets = [PASSWORD, wrong_password, "Bearer", "bearer"]
+    secrets += [tokens["access_token"], tokens["refresh_token"]]
+    secrets += [refreshed["access_token"], refreshed["refresh_token"]]
+    for secret in secrets:
+        assert secret not in text, f"{secret[:12]}... is in the log"
+
+    requests = [line for line in _log_lines(log_path) if line["logger"] == "app.requests"]
+    (line,) = [line for line in requests if line.get("request_id") == "trace-profile-1"]
+    assert line["method"] == "GET"
+    assert line["route"] == "/api/v1/users/profile"
+    assert line["status"] == 200
+    assert line["user_id"] == user_id
+    assert isinstance(line["duration_ms"], float | int)
+    assert {"time", "level", "message"} <= set(line)
+    statuses = {(entry["route"], entry["status"]) for entry in requests}
+    assert {("/api/v1/auth/token", 200), ("/api/v1/auth/token", 401)} <= statuses
+    assert ("/api/v1/auth/token/refresh", 200) in statuses
+    assert not any(' - "' in raw for raw in text.splitlines())  # no uvicorn access lines
