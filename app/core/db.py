@@ -40,7 +40,9 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
+        # No pool_pre_ping: it costs a round trip on every checkout, i.e. on every request.
+        # A connection found dead (server restarted) fails its request once; SQLAlchemy then
+        # invalidates the whole pool, so the following requests get fresh connections.
     )
 
 
@@ -55,6 +57,17 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read: autocommit connections from the same pool, so
+    a read is one round trip (no BEGIN, no COMMIT). Each statement sees the latest committed
+    data, as under READ COMMITTED; nothing written through them would be atomic."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        autoflush=False,
+    )
 
 
 def after_commit(session: AsyncSession, callback: Callback) -> None:
@@ -80,6 +93,13 @@ async def _run_callbacks(session: AsyncSession, *, committed: bool) -> None:
         except Exception:
             # The transaction's outcome is decided; a failed clean-up is logged, not raised.
             logger.exception("%s callback failed", "after-commit" if committed else "rollback")
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One read-only session per request (routes that never write): nothing to commit."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with sessionmaker() as session:
+        yield session
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

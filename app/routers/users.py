@@ -9,6 +9,7 @@ from app.dependencies import (
     ImageProcessorDep,
     MediaStorageDep,
     PasswordHasherDep,
+    ReadCurrentUser,
     SessionDep,
 )
 from app.routers.responses import error_responses
@@ -31,7 +32,7 @@ PROFILE_DESCRIPTION = (
     summary="Get the user profile (the Django service's POST contract)",
     description=PROFILE_DESCRIPTION,
 )
-async def post_profile(user: CurrentUser) -> UserRead:
+async def post_profile(user: ReadCurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
@@ -42,7 +43,7 @@ async def post_profile(user: CurrentUser) -> UserRead:
     summary="Get the user profile",
     description=PROFILE_DESCRIPTION,
 )
-async def get_profile(user: CurrentUser) -> UserRead:
+async def get_profile(user: ReadCurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
