@@ -79,7 +79,17 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
         reload=reload,
         log_level=settings.log_level.lower(),
         proxy_headers=False,
+        # uvicorn[standard]'s C event loop and HTTP parser; plain asyncio/h11 only where
+        # they cannot be installed (uvloop has no Windows build).
+        loop="uvloop" if _importable("uvloop") else "asyncio",
+        http="httptools" if _importable("httptools") else "h11",
     )
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _read_password(from_stdin: bool) -> str:
