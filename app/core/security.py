@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import hashlib
 import json
 import re
@@ -59,10 +60,28 @@ class PasswordCheck:
     new_hash: str | None = None  # set when the stored hash should be replaced
 
 
+# glibc's mallopt(M_MMAP_THRESHOLD): a fixed threshold also turns off glibc's "dynamic"
+# threshold, which after the first free of a 19 MiB argon2 block would serve the next ones
+# from per-thread heaps and keep them: 19 MiB of resident memory per hashing thread, forever.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1024 * 1024
+
+
+def _return_large_blocks_to_the_os() -> None:
+    """Large allocations (argon2's memory) are mmapped and unmapped when freed (glibc only)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
 class PasswordHasher:
     """Runs hashing in a bounded thread pool: argon2 releases the GIL, the event loop stays free."""
 
     def __init__(self, threads: int) -> None:
+        _return_large_blocks_to_the_os()
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pwhash")
 
     @cached_property
