@@ -217,6 +217,7 @@ local queue = {{
 {table}
 }}
 local head = 1
+local tail = #queue
 request = function()
   local token = queue[head]
   queue[head] = nil
@@ -227,7 +228,10 @@ request = function()
 end
 response = function(status, headers, body)
   local token = body:match('"refresh_token":"([^"]+)"')
-  if token ~= nil then queue[#queue + 1] = token end
+  if token ~= nil then
+    tail = tail + 1
+    queue[tail] = token
+  end
 end
 """
 
