@@ -625,6 +625,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "LOGIN_LIMIT_PER_ADDRESS": "1000000/minute",
         "REGISTER_LIMIT_PER_ADDRESS": "1000000/minute",
         "REDIS_URL": "",
+        # One database connection per client connection: with the default pool (10 plus 10
+        # overflow) 32 clients keep closing and reopening overflow connections (a TLS
+        # handshake and the statements prepared again each time).
+        "DB_POOL_SIZE": str(args.connections),
+        "DB_MAX_OVERFLOW": "0",
     }
     env.pop("REDIS_URL")
     print(f"machine: {machine()}")
