@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.client_address import client_address
 from app.core.config import Settings
@@ -20,6 +20,7 @@ from app.core.images import ImageProcessor
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User
+from app.repositories.live_users import LiveUserReader
 from app.services import sessions
 from app.services.throttle import Throttle
 
@@ -114,13 +115,19 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def get_current_user_for_read(
+    request: Request,
     token: Annotated[str, Depends(get_bearer_token)],
-    session: ReadSessionDep,
     codec: TokenCodecDep,
     legacy_codec: LegacyTokenCodecDep,
 ) -> User:
-    """The same checks as `get_current_user`, on the read-only session (read-only routes)."""
-    return await sessions.user_from_access_token(session, codec, token, legacy_codec)
+    """The same checks as `get_current_user`, for routes that only read: on PostgreSQL one
+    prepared statement on the driver (`LiveUserReader`), elsewhere a read-only session."""
+    reader: LiveUserReader | None = getattr(request.app.state, "live_user_reader", None)
+    if reader is not None:
+        return await sessions.user_from_access_token_live(reader, codec, token, legacy_codec)
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with sessionmaker() as session:
+        return await sessions.user_from_access_token(session, codec, token, legacy_codec)
 
 
 ReadCurrentUser = Annotated[User, Depends(get_current_user_for_read)]

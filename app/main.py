@@ -18,6 +18,7 @@ from app.core.images import ImageProcessor
 from app.core.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import create_media_storage
+from app.repositories.live_users import LiveUserReader
 from app.routers import admin, auth, health, keys, media, users
 from app.schemas.auth import LoginForm, LoginRequest
 from app.services.throttle import Throttle, create_storage
@@ -42,10 +43,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.read_sessionmaker = create_read_sessionmaker(engine)
+        app.state.live_user_reader = (
+            await LiveUserReader.create(engine, settings.db_pool_size)
+            if engine.dialect.driver == "asyncpg"
+            else None
+        )
         app.state.throttle = Throttle(settings, create_storage(settings))
         try:
             yield
         finally:
+            if app.state.live_user_reader is not None:
+                await app.state.live_user_reader.close()
             await engine.dispose()
             app.state.password_hasher.close()
             app.state.image_processor.close()
