@@ -9,8 +9,9 @@ from sqlalchemy import ColumnElement, Table, bindparam, func, insert, or_, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm.exc import StaleDataError
 
-from app.core.errors import EmailTaken, UsernameTaken
+from app.core.errors import EmailTaken, UsernameTaken, UserNotFound
 from app.models.user import User
 
 
@@ -62,11 +63,15 @@ async def add(session: AsyncSession, user: User) -> User:
 
 
 async def save(session: AsyncSession) -> None:
-    """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken."""
+    """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken,
+    and an UPDATE that finds the row gone (deleted by a request that committed after we
+    loaded it) UserNotFound, as if the delete had come first."""
     try:
         await session.flush()
     except IntegrityError as exc:
         raise _conflict_error(exc) from None
+    except StaleDataError:
+        raise UserNotFound() from None
 
 
 async def delete(session: AsyncSession, user: User) -> None:
