@@ -703,8 +703,11 @@ def report(args: argparse.Namespace, series: list[Series], rss: float) -> int:
         )
     print(f"worker resident memory after the run (VmRSS): {rss:.1f} MiB")
     bad = sum(s.non_2xx + s.errors for s in series)
-    if bad:
+    empty = [s.name for s in series if any(r.requests == 0 for r in s.results)]
+    if bad or empty:
         print(f"\nINVALID RUN: {bad} non-2xx answers or socket errors")
+        for name in empty:
+            print(f"  no answer at all within a measurement: {name}")
         return 1
     print("\nvalid run: no non-2xx answers, no socket errors")
     return 0
