@@ -325,7 +325,24 @@ class Service:
     process: subprocess.Popen[bytes]
     url: str
 
+    def wait_idle(self, timeout: float = 120) -> None:
+        """Until the worker uses under 5 % of a CPU (queued password hashes finished: they
+        run at a lower priority, so /healthz answers fast before they are done)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu_seconds() -> float:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = cpu_seconds()
+            time.sleep(0.5)
+            if cpu_seconds() - before < 0.025:
+                return
+
     def rss_mib(self) -> float:
+        self.wait_idle()
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         return int(match[1]) / 1024 if match else float("nan")
