@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean venv
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
@@ -12,6 +12,9 @@ $(STAMP):
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+## Create or update .venv (used by bench/run).
+venv: $(STAMP)
 
 ## Start the service on http://127.0.0.1:8000 (SQLite by default; migrations applied; /docs).
 PORT ?= 8000

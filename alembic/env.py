@@ -10,6 +10,7 @@ from sqlalchemy.pool import NullPool
 from alembic import context
 from app.core.config import DatabaseSettings
 from app.models import Base
+from app.models.migration_only import include_object
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -31,6 +32,7 @@ def _configure(connection: Connection | None = None, url: str | None = None) -> 
         compare_type=True,
         compare_server_default=True,
         literal_binds=connection is None,
+        include_object=include_object,
     )
 
 

@@ -93,10 +93,20 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             log_config=logging_config(settings.log_level),
             access_log=False,  # RequestLogMiddleware logs each request as JSON
             proxy_headers=False,
+            # uvicorn[standard]'s C event loop and HTTP parser; plain asyncio/h11 only where
+            # they cannot be installed (uvloop has no Windows build).
+            loop="uvloop" if _importable("uvloop") else "asyncio",
+            http="httptools" if _importable("httptools") else "h11",
         )
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _read_password(from_stdin: bool) -> str:

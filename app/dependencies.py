@@ -1,4 +1,8 @@
-"""The Annotated dependencies routers use: one per concern."""
+"""The Annotated dependencies routers use: one per concern.
+
+Every dependency is ``async def``, even those that only read ``app.state``: FastAPI runs a
+plain ``def`` dependency in the thread pool, two thread hops per request each.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,17 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.client_address import client_address
 from app.core.config import Settings
-from app.core.db import get_session
+from app.core.db import get_read_session, get_session
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User
+from app.repositories.live_users import LiveUserReader
 from app.services import sessions
 from app.services.throttle import Throttle
 
@@ -23,39 +28,41 @@ TOKEN_URL = "/api/v1/auth/token"  # noqa: S105
 MAX_AUTHORIZATION_HEADER = 8192
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+# Routes that never write (profile reads, staff reads): one round trip, no transaction.
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
-def get_settings_from_app(request: Request) -> Settings:
+async def get_settings_from_app(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_password_hasher(request: Request) -> PasswordHasher:
+async def get_password_hasher(request: Request) -> PasswordHasher:
     hasher: PasswordHasher = request.app.state.password_hasher
     return hasher
 
 
-def get_token_codec(request: Request) -> TokenCodec:
+async def get_token_codec(request: Request) -> TokenCodec:
     codec: TokenCodec = request.app.state.token_codec
     return codec
 
 
-def get_throttle(request: Request) -> Throttle:
+async def get_throttle(request: Request) -> Throttle:
     throttle: Throttle = request.app.state.throttle
     return throttle
 
 
-def get_media_storage(request: Request) -> MediaStorage:
+async def get_media_storage(request: Request) -> MediaStorage:
     storage: MediaStorage = request.app.state.media_storage
     return storage
 
 
-def get_image_processor(request: Request) -> ImageProcessor:
+async def get_image_processor(request: Request) -> ImageProcessor:
     images: ImageProcessor = request.app.state.image_processor
     return images
 
 
-def get_legacy_token_codec(request: Request) -> LegacyTokenCodec | None:
+async def get_legacy_token_codec(request: Request) -> LegacyTokenCodec | None:
     codec: LegacyTokenCodec | None = getattr(request.app.state, "legacy_token_codec", None)
     return codec
 
@@ -66,7 +73,7 @@ TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
 
 
-def get_client_address(request: Request, settings: SettingsDep) -> str:
+async def get_client_address(request: Request, settings: SettingsDep) -> str:
     """The peer address, or X-Forwarded-For's client when the peer is a TRUSTED_PROXIES."""
     peer = request.client.host if request.client else "unknown"
     if not settings.trusted_proxies:
@@ -110,6 +117,28 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+async def get_current_user_for_read(
+    request: Request,
+    token: Annotated[str, Depends(get_bearer_token)],
+    codec: TokenCodecDep,
+    legacy_codec: LegacyTokenCodecDep,
+) -> User:
+    """The same checks as `get_current_user`, for routes that only read: on PostgreSQL one
+    prepared statement on the driver (`LiveUserReader`), elsewhere a read-only session."""
+    reader: LiveUserReader | None = getattr(request.app.state, "live_user_reader", None)
+    if reader is not None:
+        user = await sessions.user_from_access_token_live(reader, codec, token, legacy_codec)
+    else:
+        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+        async with sessionmaker() as session:
+            user = await sessions.user_from_access_token(session, codec, token, legacy_codec)
+    request.state.user_id = user.id  # for the request log line
+    return user
+
+
+ReadCurrentUser = Annotated[User, Depends(get_current_user_for_read)]
+
+
 async def get_staff_user(user: CurrentUser) -> User:
     """Staff may read the users; a superuser counts as staff (Django: all permissions)."""
     if not (user.is_staff or user.is_superuser):
@@ -123,5 +152,12 @@ async def get_superuser(user: CurrentUser) -> User:
     return user
 
 
+async def get_staff_user_for_read(user: ReadCurrentUser) -> User:
+    if not (user.is_staff or user.is_superuser):
+        raise PermissionDenied()
+    return user
+
+
 StaffUser = Annotated[User, Depends(get_staff_user)]
+ReadStaffUser = Annotated[User, Depends(get_staff_user_for_read)]
 SuperUser = Annotated[User, Depends(get_superuser)]

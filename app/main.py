@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.errors import install_error_handlers
 from app.core.images import ImageProcessor
 from app.core.metrics import track_pool
@@ -23,6 +23,7 @@ from app.core.middleware import (
 )
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import create_media_storage
+from app.repositories.live_users import LiveUserReader
 from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
 from app.routers.docs import install_docs
 from app.schemas.auth import LoginForm, LoginRequest
@@ -47,10 +48,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         track_pool(engine)
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
+        app.state.live_user_reader = (
+            await LiveUserReader.create(engine, settings)
+            if engine.dialect.driver == "asyncpg"
+            else None
+        )
         app.state.throttle = Throttle(settings, create_storage(settings))
         try:
             yield
         finally:
+            if app.state.live_user_reader is not None:
+                await app.state.live_user_reader.close()
             await engine.dispose()
             app.state.password_hasher.close()
             app.state.image_processor.close()

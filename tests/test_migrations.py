@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from alembic import command
 from app.cli import alembic_config
 from app.models import Base
+from app.models.migration_only import include_object
 from tests.conftest import new_database
 
 
@@ -26,7 +27,12 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _diff(connection: Connection) -> list[object]:
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": True}
+        connection,
+        opts={
+            "compare_type": True,
+            "compare_server_default": True,
+            "include_object": include_object,  # as alembic/env.py
+        },
     )
     return list(compare_metadata(context, Base.metadata))
 

@@ -48,11 +48,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
         hide_parameters=True,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "command_timeout": settings.db_command_timeout,
-            "server_settings": {"statement_timeout": str(int(settings.db_command_timeout * 1000))},
-        },
+        connect_args=database_timeouts(settings),
     )
 
 
@@ -67,6 +63,16 @@ async def check_database(engine: AsyncEngine, seconds: float) -> None:
         raise
 
 
+def database_timeouts(settings: DatabaseSettings) -> dict[str, Any]:
+    """asyncpg connection arguments that bound every wait on PostgreSQL: connecting, and
+    each statement (client side, and server side through statement_timeout)."""
+    return {
+        "timeout": settings.db_connect_timeout,
+        "command_timeout": settings.db_command_timeout,
+        "server_settings": {"statement_timeout": str(int(settings.db_command_timeout * 1000))},
+    }
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets readers run beside a writer; the busy timeout makes writers queue, not fail."""
     cursor = dbapi_connection.cursor()
@@ -78,6 +84,17 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read: autocommit connections from the same pool, so
+    a read is one round trip (no BEGIN, no COMMIT). Each statement sees the latest committed
+    data, as under READ COMMITTED; nothing written through them would be atomic."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        autoflush=False,
+    )
 
 
 def after_commit(session: AsyncSession, callback: Callback) -> None:
@@ -103,6 +120,13 @@ async def _run_callbacks(session: AsyncSession, *, committed: bool) -> None:
         except Exception:
             # The transaction's outcome is decided; a failed clean-up is logged, not raised.
             logger.exception("%s callback failed", "after-commit" if committed else "rollback")
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One read-only session per request (routes that never write): nothing to commit."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+    async with sessionmaker() as session:
+        yield session
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

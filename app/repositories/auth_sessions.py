@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,20 +66,28 @@ async def revoke_all_for_user(session: AsyncSession, user_id: int) -> None:
     )
 
 
+# Built once: per request only the parameters change, and SQLAlchemy's compiled cache
+# serves the SQL string.
+_USER_WITH_SESSION_STATE = select(
+    User,
+    select(AuthSession.id)
+    .where(
+        AuthSession.id == bindparam("session_id", type_=AuthSession.id.type),
+        AuthSession.user_id == User.id,
+        AuthSession.revoked_at.is_(None),
+    )
+    .exists(),
+).where(User.id == bindparam("user_id", type_=User.id.type))
+
+
 async def get_user_with_session_state(
     session: AsyncSession, user_id: int, session_id: uuid.UUID
 ) -> tuple[User | None, bool]:
     """The user and whether ``session_id`` is a live session of theirs, in one query."""
-    live_session = (
-        select(AuthSession.id)
-        .where(
-            AuthSession.id == session_id,
-            AuthSession.user_id == User.id,
-            AuthSession.revoked_at.is_(None),
-        )
-        .exists()
+    result = await session.execute(
+        _USER_WITH_SESSION_STATE, {"user_id": user_id, "session_id": session_id}
     )
-    row = (await session.execute(select(User, live_session).where(User.id == user_id))).first()
+    row = result.first()
     if row is None:
         return None, False
     return row[0], bool(row[1])

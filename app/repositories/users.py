@@ -66,7 +66,8 @@ async def add(session: AsyncSession, user: User) -> User:
 
 async def save(session: AsyncSession) -> None:
     """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken,
-    and a user deleted by a concurrent request (the UPDATE matched no row) UserNotFound."""
+    and an UPDATE that finds the row gone (deleted by a request that committed after we
+    loaded it) UserNotFound, as if the delete had come first."""
     try:
         await session.flush()
     except IntegrityError as exc:

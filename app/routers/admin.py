@@ -8,7 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BeforeValidator
 
-from app.dependencies import MediaStorageDep, SessionDep, StaffUser, SuperUser
+from app.dependencies import (
+    MediaStorageDep,
+    ReadSessionDep,
+    ReadStaffUser,
+    SessionDep,
+    SuperUser,
+)
 from app.models.user import ID_MAX
 from app.routers import API_PREFIX
 from app.routers.responses import error_responses
@@ -59,7 +65,7 @@ _404 = "No user has this id, or the token's user no longer exists."
     "descending; users who never logged in come last); page with `limit` and `offset`.",
 )
 async def list_users(
-    query: Annotated[UserListQuery, Query()], _staff: StaffUser, session: SessionDep
+    query: Annotated[UserListQuery, Query()], _staff: ReadStaffUser, session: ReadSessionDep
 ) -> UserPage:
     users, total = await admin.list_users(session, query)
     return UserPage(
@@ -76,7 +82,7 @@ async def list_users(
     responses=error_responses(401, 403, 404, 422, 503, descriptions={403: _403, 404: _404}),
     summary="Get a user (staff)",
 )
-async def get_user(user_id: UserId, _staff: StaffUser, session: SessionDep) -> UserRead:
+async def get_user(user_id: UserId, _staff: ReadStaffUser, session: ReadSessionDep) -> UserRead:
     return UserRead.model_validate(await admin.get_user(session, user_id))
 
 

@@ -9,6 +9,7 @@ from app.dependencies import (
     ImageProcessorDep,
     MediaStorageDep,
     PasswordHasherDep,
+    ReadCurrentUser,
     SessionDep,
     ThrottleDep,
 )
@@ -33,7 +34,7 @@ PROFILE_DESCRIPTION = (
     summary="Get the user profile (the Django service's POST contract)",
     description=PROFILE_DESCRIPTION,
 )
-async def post_profile(user: CurrentUser) -> UserRead:
+async def post_profile(user: ReadCurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
@@ -44,7 +45,7 @@ async def post_profile(user: CurrentUser) -> UserRead:
     summary="Get the user profile",
     description=PROFILE_DESCRIPTION,
 )
-async def get_profile(user: CurrentUser) -> UserRead:
+async def get_profile(user: ReadCurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 

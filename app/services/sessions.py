@@ -7,7 +7,10 @@ session is still live, so logout and revocation take effect at once, not at expi
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +25,7 @@ from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
 from app.models.user import User
 from app.repositories import auth_sessions as sessions_repo
 from app.repositories import users as users_repo
+from app.repositories.live_users import LiveUserReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +97,40 @@ async def user_from_access_token(
     LEGACY_SIMPLEJWT_SIGNING_KEY is set and ours did not verify. Those carry no session,
     so they live out their (short) original lifetime unless the user is deactivated.
     """
+    return await _resolve(
+        codec,
+        token,
+        legacy_codec,
+        partial(sessions_repo.get_user_with_session_state, db),
+        partial(users_repo.get_by_id, db),
+    )
+
+
+async def user_from_access_token_live(
+    reader: LiveUserReader,
+    codec: TokenCodec,
+    token: str,
+    legacy_codec: LegacyTokenCodec | None = None,
+) -> User:
+    """The same rules as `user_from_access_token`, through the driver-level reader
+    (PostgreSQL, read-only routes): the user it returns belongs to no session."""
+    return await _resolve(codec, token, legacy_codec, reader.user_with_session_state, reader.user)
+
+
+async def _resolve(
+    codec: TokenCodec,
+    token: str,
+    legacy_codec: LegacyTokenCodec | None,
+    user_with_session_state: Callable[[int, uuid.UUID], Awaitable[tuple[User | None, bool]]],
+    user_by_id: Callable[[int], Awaitable[User | None]],
+) -> User:
     try:
         claims = codec.verify(token, "access")
     except InvalidToken:
         if legacy_codec is None:
             raise
-        return _usable(
-            await users_repo.get_by_id(db, legacy_codec.user_id_from_access_token(token))
-        )
-    user, session_live = await sessions_repo.get_user_with_session_state(
-        db, claims.user_id, claims.session_id
-    )
+        return _usable(await user_by_id(legacy_codec.user_id_from_access_token(token)))
+    user, session_live = await user_with_session_state(claims.user_id, claims.session_id)
     user = _usable(user)
     if not session_live:
         raise SessionRevoked()
