@@ -217,11 +217,15 @@ async def search(
     if is_staff is not None:
         conditions.append(User.is_staff.is_(is_staff))
     column = _ORDER_COLUMNS[ordering.removeprefix("-")]
-    # NULLS LAST either way (SQLite and PostgreSQL disagree by default); id breaks ties, so
+    # last_login: NULLS LAST either way (SQLite and PostgreSQL disagree by default). The
+    # other columns are NOT NULL, and an explicit NULLS LAST would keep PostgreSQL from
+    # reading their indexes backwards (DESC is NULLS FIRST there). id breaks ties, so
     # pages neither repeat nor skip rows.
     order = column.desc() if ordering.startswith("-") else column.asc()
+    if column is User.last_login:
+        order = order.nulls_last()
     id_order = User.id.desc() if ordering.startswith("-") else User.id.asc()
-    page = select(User).order_by(order.nulls_last(), id_order).limit(limit).offset(offset)
+    page = select(User).order_by(order, id_order).limit(limit).offset(offset)
     if postgresql:
         return await _search_capped(session, conditions, page)
     total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
