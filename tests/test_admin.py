@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.repositories import users as users_repo
 from tests.conftest import PASSWORD, bearer, login, media_files, register, set_flags, state
 from tests.test_avatar import png, upload_files
 
@@ -190,6 +193,7 @@ SEARCHES = [
     ("b_b", []),
     ("   ", ["root", "bob", "carol_x", "dan", "erin"]),
     ("nobody", []),
+    ("bob bob", []),  # username then email: in no single column
 ]
 
 
@@ -199,6 +203,30 @@ async def test_search(client: httpx.AsyncClient, crowd: str) -> None:
         response = await list_users(client, crowd, search=search)
         assert [user["username"] for user in response.json()["items"]] == expected, search
         assert response.json()["total"] == len(expected)
+
+
+async def test_total_is_capped_on_postgresql(
+    client: httpx.AsyncClient, app: FastAPI, crowd: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: exact up to TOTAL_CAP matches, TOTAL_CAP + 1 past it; the pages are whole."""
+    monkeypatch.setattr(users_repo, "TOTAL_CAP", 2)
+    capped = app.state.engine.dialect.name == "postgresql"
+    body = (await list_users(client, crowd)).json()
+    assert [user["username"] for user in body["items"]] == ORDERINGS[0][1]
+    assert body["total"] == (3 if capped else 5)
+    body = (await list_users(client, crowd, search="_", ordering="-id")).json()
+    assert ([user["username"] for user in body["items"]], body["total"]) == (["erin", "carol_x"], 2)
+    assert (await list_users(client, crowd, search="e", limit=1, offset=1)).json()["items"]
+
+
+def test_search_document_is_the_indexed_expression() -> None:
+    path = Path(__file__).parent.parent / "alembic/versions/0003_users_search_trigram_indexes.py"
+    spec = importlib.util.spec_from_file_location("migration_0003", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.DOCUMENT == users_repo.SEARCH_DOCUMENT_SQL
 
 
 async def test_filters(client: httpx.AsyncClient, crowd: str) -> None:

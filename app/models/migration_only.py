@@ -1,22 +1,15 @@
 """Schema objects that exist only in migrations, and the autogenerate filter that says so.
 
-The PostgreSQL trigram indexes of the staff user search (migration 0003) cannot be declared
+The PostgreSQL trigram index of the staff user search (migration 0003) cannot be declared
 portably on the model (SQLite has no GIN): alembic/env.py, and the test that checks the
-models against the migrations, leave them out of the comparison.
+models against the migrations, leave it out of the comparison.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-MIGRATION_ONLY_INDEXES = frozenset(
-    {
-        "ix_users_username_trgm",
-        "ix_users_email_trgm",
-        "ix_users_first_name_trgm",
-        "ix_users_last_name_trgm",
-    }
-)
+MIGRATION_ONLY_INDEXES = frozenset({"ix_users_search_trgm"})
 
 
 def include_object(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, false, text, true
+from sqlalchemy import BigInteger, Index, Integer, String, false, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -21,7 +21,11 @@ class User(Base):
     __tablename__ = "users"
     # SQLite: AUTOINCREMENT so a deleted user's id is never handed to a new user (a token
     # verified elsewhere must not come to mean somebody else). PostgreSQL sequences never reuse.
-    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it)
+    # The staff list ordered by date_joined reads this index in order (migration 0004).
+    __table_args__ = (
+        Index(None, "date_joined", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     # BIGINT on PostgreSQL (Django's BigAutoField); SQLite needs INTEGER to alias the rowid.
     id: Mapped[int] = mapped_column(

@@ -5,8 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy import delete as sa_delete
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -146,6 +162,19 @@ _ORDER_COLUMNS: dict[str, InstrumentedAttribute[Any]] = {
 }
 
 
+# PostgreSQL: the expression of the trigram index of migration 0003 (exactly; the planner
+# only uses the index for the same expression).
+SEARCH_DOCUMENT_SQL = "(username || ' ' || email || ' ' || first_name || ' ' || last_name)"
+# PostgreSQL: ``total`` is exact up to this many matches; past it, it is TOTAL_CAP + 1.
+TOTAL_CAP = 1000
+
+
+def _like_pattern(text: str) -> str:
+    """``%text%`` with ``/``, ``%`` and ``_`` escaped by ``/`` (as ``autoescape`` does)."""
+    escaped = text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return f"%{escaped}%"
+
+
 async def search(
     session: AsyncSession,
     *,
@@ -158,35 +187,72 @@ async def search(
 ) -> tuple[Sequence[User], int]:
     """One page of users and the total matching. ``text`` matches username, email and names
     case-insensitively as a substring; LIKE wildcards and the escape character in it are
-    escaped (``autoescape``), so ``%`` or ``_`` only match themselves."""
+    escaped, so ``%`` or ``_`` only match themselves.
+
+    PostgreSQL, where a million users are expected: ``total`` is exact when at most
+    ``TOTAL_CAP`` users match, else ``TOTAL_CAP + 1`` ("more than"); see ``_search_capped``.
+    """
     conditions: list[ColumnElement[bool]] = []
+    postgresql = session.get_bind().dialect.name == "postgresql"
     if text:
-        conditions.append(
-            or_(
-                *(
-                    column.icontains(text, autoescape=True)
-                    for column in (User.username, User.email, User.first_name, User.last_name)
-                )
+        # literal_execute: the pattern is rendered into the statement, so PostgreSQL plans
+        # each search with its real pattern (a generic plan of a prepared statement would
+        # guess the selectivity, and pick a sequential scan for a rare name).
+        pattern: BindParameter[str] = bindparam(
+            "search_pattern", _like_pattern(text), literal_execute=postgresql
+        )
+        per_column = or_(
+            *(
+                column.ilike(pattern, escape="/")
+                for column in (User.username, User.email, User.first_name, User.last_name)
             )
         )
+        if postgresql:
+            # The indexed document narrows the candidates (a substring of a column is one
+            # of the document); the per-column test keeps terms spanning two columns out.
+            conditions.append(literal_column(SEARCH_DOCUMENT_SQL).ilike(pattern, escape="/"))
+        conditions.append(per_column)
     if is_active is not None:
         conditions.append(User.is_active.is_(is_active))
     if is_staff is not None:
         conditions.append(User.is_staff.is_(is_staff))
-    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
     column = _ORDER_COLUMNS[ordering.removeprefix("-")]
-    # NULLS LAST either way (SQLite and PostgreSQL disagree by default); id breaks ties, so
+    # last_login: NULLS LAST either way (SQLite and PostgreSQL disagree by default). The
+    # other columns are NOT NULL, and an explicit NULLS LAST would keep PostgreSQL from
+    # reading their indexes backwards (DESC is NULLS FIRST there). id breaks ties, so
     # pages neither repeat nor skip rows.
     order = column.desc() if ordering.startswith("-") else column.asc()
+    if column is User.last_login:
+        order = order.nulls_last()
     id_order = User.id.desc() if ordering.startswith("-") else User.id.asc()
-    rows = await session.scalars(
-        select(User)
-        .where(*conditions)
-        .order_by(order.nulls_last(), id_order)
-        .limit(limit)
-        .offset(offset)
-    )
+    page = select(User).order_by(order, id_order).limit(limit).offset(offset)
+    if postgresql:
+        return await _search_capped(session, conditions, page)
+    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
+    rows = await session.scalars(page.where(*conditions))
     return rows.all(), int(total or 0)
+
+
+async def _search_capped(
+    session: AsyncSession, conditions: list[ColumnElement[bool]], page: Select[User]
+) -> tuple[Sequence[User], int]:
+    """The ids of up to TOTAL_CAP + 1 matches, in no order (the trigram index for a rare
+    term, a sequential scan that stops early for a common one); when that is all of them,
+    the page is sorted from those ids by primary key, else it is read with the filters
+    (a common term: walking the ordering's index finds a page of matches quickly).
+
+    A plain ``count(*)`` and ``ORDER BY id LIMIT`` take seconds at a million users: the
+    count visits every match, and the planner walks the primary key for a rare term."""
+    ids = list(await session.scalars(select(User.id).where(*conditions).limit(TOTAL_CAP + 1)))
+    if len(ids) <= TOTAL_CAP:
+        if not ids:
+            return [], 0
+        rows = await session.scalars(
+            page.where(User.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger()))))
+        )
+        return rows.all(), len(ids)
+    rows = await session.scalars(page.where(*conditions))
+    return rows.all(), TOTAL_CAP + 1
 
 
 def _conflict_error(exc: IntegrityError) -> UsernameTaken | EmailTaken:

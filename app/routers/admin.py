@@ -62,7 +62,8 @@ _404 = "No user has this id, or the token's user no longer exists."
     description="Filter with `search` (substring of username, email, first or last name; "
     "case-insensitive; `%` and `_` match themselves), `is_active`, `is_staff`; sort with "
     "`ordering` (`id`, `username`, `email`, `date_joined`, `last_login`, `-` for "
-    "descending; users who never logged in come last); page with `limit` and `offset`.",
+    "descending; users who never logged in come last); page with `limit` and `offset`. "
+    "`total` is exact up to 1,000 matches; on PostgreSQL, 1001 means more than 1,000.",
 )
 async def list_users(
     query: Annotated[UserListQuery, Query()], _staff: ReadStaffUser, session: ReadSessionDep

@@ -125,6 +125,9 @@ class UserListQuery(BaseModel):
 
 class UserPage(BaseModel):
     items: list[UserRead]
-    total: int = Field(description="Users matching the filters, on all pages.")
+    total: int = Field(
+        description="Users matching the filters, on all pages. On PostgreSQL it is exact up "
+        "to 1,000; 1001 means more than 1,000 match (the pages are still all there)."
+    )
     limit: int
     offset: int
