@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -204,3 +205,63 @@ async def test_unreachable_database_is_503_not_500(backend: str, tmp_path: Path)
             await client.post("/api/v1/auth/token", json={"username": "a", "password": "b"})
         )
         assert (await client.get("/healthz")).status_code == 200
+
+
+def test_request_in_flight_when_the_database_drops_is_503_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A profile update blocked inside its transaction (a row lock held by the test) when
+    the connection is cut: 503, and the row is unchanged once the database is back."""
+    import psycopg
+
+    with new_database("postgresql", tmp_path) as url:
+        target = urlsplit(url)
+        proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+        direct = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        with (
+            proxy.running(),
+            run_server(
+                _through(url, proxy.port), tmp_path, DB_CONNECT_TIMEOUT="2", DB_POOL_TIMEOUT="3"
+            ) as base_url,
+            httpx.Client(base_url=base_url, timeout=60) as client,
+            ThreadPoolExecutor(max_workers=1) as background,
+        ):
+            assert client.post("/api/v1/auth/register", json=user_payload()).status_code == 201
+            token = client.post(
+                "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
+            ).json()["access_token"]
+            with psycopg.connect(direct, autocommit=False) as locker:
+                locker.execute("SELECT 1 FROM users WHERE username = 'alice' FOR UPDATE")
+                in_flight = background.submit(
+                    client.patch,
+                    "/api/v1/users/profile",
+                    json={"first_name": "Changed", "last_name": "Too"},
+                    headers=bearer(token),
+                )
+                _wait_for_lock_wait(direct)  # the UPDATE is waiting on the row lock
+                proxy.cut()
+                response = in_flight.result(timeout=MAX_SECONDS_TO_503)
+                locker.rollback()
+            _assert_unavailable(response)
+            proxy.restore()
+            with psycopg.connect(direct) as check:
+                row = check.execute(
+                    "SELECT first_name, last_name FROM users WHERE username = 'alice'"
+                ).fetchone()
+            assert row == ("Alice", "Liddell")
+
+
+def _wait_for_lock_wait(dsn: str) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + MAX_SECONDS_TO_503
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND query ILIKE 'UPDATE users%'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            time.sleep(0.05)
+    pytest.fail("the update never waited on the row lock")
