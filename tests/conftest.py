@@ -249,6 +249,7 @@ async def state(app: FastAPI) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     return await db_rows(app), media_files(app)
 
 
-async def set_flags(app: FastAPI, username: str, **flags: bool) -> None:
+async def set_columns(app: FastAPI, username: str = "alice", **values: object) -> None:
+    """Write columns of one user straight to the database (flags, a legacy hash, ...)."""
     async with app.state.sessionmaker() as session, session.begin():
-        await session.execute(update(User).where(User.username == username).values(**flags))
+        await session.execute(update(User).where(User.username == username).values(**values))

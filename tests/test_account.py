@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import PASSWORD, bearer, login, register, set_flags, state, user_payload
+from tests.conftest import PASSWORD, bearer, login, register, set_columns, state, user_payload
 from tests.test_register import PUBLIC_FIELDS
 
 PROFILE = "/api/v1/users/profile"
@@ -394,7 +394,7 @@ async def test_delete_account_refused(
 async def test_the_last_active_superuser_cannot_delete_their_account(
     client: httpx.AsyncClient, app: FastAPI, alice: dict[str, Any]
 ) -> None:
-    await set_flags(app, "alice", is_superuser=True, is_staff=True)
+    await set_columns(app, "alice", is_superuser=True, is_staff=True)
     before = await state(app)
     response = await client.request(
         "DELETE", PROFILE, json={"current_password": PASSWORD}, headers=bearer(alice["token"])

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.repositories import users as users_repo
-from tests.conftest import PASSWORD, bearer, login, media_files, register, set_flags, state
+from tests.conftest import PASSWORD, bearer, login, media_files, register, set_columns, state
 from tests.test_avatar import png, upload_files
 
 USERS = "/api/v1/users"
@@ -22,14 +22,14 @@ USERS = "/api/v1/users"
 async def root(client: httpx.AsyncClient, app: FastAPI) -> str:
     """A superuser's token (user 1, 'root')."""
     await register(client, username="root", email="root@example.com", first_name="Root")
-    await set_flags(app, "root", is_staff=True, is_superuser=True)
+    await set_columns(app, "root", is_staff=True, is_superuser=True)
     return await login(client, "root")
 
 
 @pytest.fixture
 async def staff(client: httpx.AsyncClient, app: FastAPI, root: str) -> str:
     await register(client, username="staffer", email="staff@example.com", first_name="Sam")
-    await set_flags(app, "staffer", is_staff=True)
+    await set_columns(app, "staffer", is_staff=True)
     return await login(client, "staffer")
 
 
@@ -159,8 +159,8 @@ async def crowd(client: httpx.AsyncClient, app: FastAPI, root: str) -> str:
     await register(client, username="carol_x", email="carol@corp.example", first_name="Carol")
     await register(client, username="dan", email="dan@example.com", first_name="100%")
     await register(client, username="erin", email="erin@example.com", last_name="O_Neil")
-    await set_flags(app, "carol_x", is_active=False)
-    await set_flags(app, "dan", is_staff=True)
+    await set_columns(app, "carol_x", is_active=False)
+    await set_columns(app, "dan", is_staff=True)
     await login(client, "bob")
     return root
 
@@ -424,7 +424,7 @@ async def test_the_last_active_superuser_is_kept(
     method: str,
     body: dict[str, Any] | None,
 ) -> None:
-    await set_flags(app, "alice", is_superuser=True, is_active=False)  # inactive: not counted
+    await set_columns(app, "alice", is_superuser=True, is_active=False)  # inactive: not counted
     before = await state(app)
     response = await client.request(method, f"{USERS}/1", json=body, headers=bearer(root))
     assert response.status_code == 409
@@ -438,7 +438,7 @@ async def test_the_last_active_superuser_is_kept(
 async def test_one_of_two_superusers_may_go(
     client: httpx.AsyncClient, app: FastAPI, root: str, alice: dict[str, Any]
 ) -> None:
-    await set_flags(app, "alice", is_superuser=True)
+    await set_columns(app, "alice", is_superuser=True)
     response = await client.patch(f"{USERS}/1", json={"is_superuser": False}, headers=bearer(root))
     assert response.status_code == 200
     assert response.json()["is_superuser"] is False
@@ -456,7 +456,7 @@ async def test_staff_flag_of_the_last_superuser_may_change(
 async def test_two_superusers_demoting_each_other_at_once_keep_one(
     client: httpx.AsyncClient, app: FastAPI, root: str, alice: dict[str, Any]
 ) -> None:
-    await set_flags(app, "alice", is_superuser=True)
+    await set_columns(app, "alice", is_superuser=True)
     responses = await asyncio.gather(
         client.patch(f"{USERS}/2", json={"is_superuser": False}, headers=bearer(root)),
         client.patch(f"{USERS}/1", json={"is_superuser": False}, headers=bearer(alice["token"])),

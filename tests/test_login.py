@@ -6,10 +6,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from passlib.hash import django_argon2, django_bcrypt_sha256, django_pbkdf2_sha256
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.models import User
-from tests.conftest import PASSWORD, bearer, register
+from tests.conftest import PASSWORD, bearer, register, set_columns
 
 TOKEN = "/api/v1/auth/token"
 
@@ -19,11 +19,6 @@ async def stored_hash(app: FastAPI, username: str = "alice") -> str:
         value = await session.scalar(select(User.password).where(User.username == username))
     assert isinstance(value, str)
     return value
-
-
-async def set_columns(app: FastAPI, username: str = "alice", **values: object) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
-        await session.execute(update(User).where(User.username == username).values(**values))
 
 
 async def test_json_login(client: httpx.AsyncClient) -> None:

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from jose import jwt
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 
 from app.models import User
-from tests.conftest import TEST_SECRET_KEY, bearer, login, register
+from tests.conftest import TEST_SECRET_KEY, bearer, login, register, set_columns
 from tests.test_register import PUBLIC_FIELDS
 
 PROFILE = "/api/v1/users/profile"
@@ -181,8 +181,7 @@ async def test_oversized_authorization_header_is_401(
 async def test_inactive_user_is_401(
     client: httpx.AsyncClient, app: FastAPI, alice: dict[str, Any]
 ) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
-        await session.execute(update(User).values(is_active=False))
+    await set_columns(app, is_active=False)
     response = await client.get(PROFILE, headers=bearer(alice["token"]))
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"

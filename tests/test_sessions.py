@@ -9,10 +9,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from jose import jwt
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from app.models import AuthSession, User
-from tests.conftest import PASSWORD, TEST_SECRET_KEY, bearer, register
+from tests.conftest import PASSWORD, TEST_SECRET_KEY, bearer, register, set_columns
 
 TOKEN = "/api/v1/auth/token"
 REFRESH = "/api/v1/auth/token/refresh"
@@ -150,8 +150,7 @@ async def test_logout_all_needs_a_valid_access_token(client: httpx.AsyncClient) 
 async def test_inactive_users_refresh_token_is_401(
     client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
-        await session.execute(update(User).values(is_active=False))
+    await set_columns(app, is_active=False)
     response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
     assert response.status_code == 401
 
