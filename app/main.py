@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.errors import install_error_handlers
+from app.core.gc_tuning import freeze_startup_objects, unfreeze
 from app.core.images import ImageProcessor
 from app.core.metrics import track_pool
 from app.core.middleware import (
@@ -55,9 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         app.state.throttle = Throttle(settings, create_storage(settings))
+        freeze_startup_objects()
         try:
             yield
         finally:
+            unfreeze()
             if app.state.live_user_reader is not None:
                 await app.state.live_user_reader.close()
             await engine.dispose()

@@ -201,7 +201,9 @@ class TokenCodec:
         if settings.uses_hmac:
             self._signing_key: Any = settings.signing_key
             self._kid: str | None = None
-            self._verify_keys[None] = settings.signing_key
+            # A jose Key object, built once: given the string, jose tries to parse it as a
+            # JWK set and builds the key again on every verification.
+            self._verify_keys[None] = jwk.construct(settings.signing_key, self._algorithm)
             return
         assert settings.jwt_private_key_file is not None
         private_pem = settings.jwt_private_key_file.read_text()
