@@ -90,14 +90,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     install_error_handlers(app)
+    # Requests are matched against the routes in this order, each router's routes in turn
+    # (twice for the router that matches): the health checks and the profile, the most
+    # frequent requests, come first; users before admin, or /users/profile would be taken
+    # for /users/{user_id}.
     app.include_router(health.router)
-    app.include_router(metrics.router)
-    install_docs(app)
-    app.include_router(keys.router)
-    app.include_router(auth.router)
-    # users before admin: /users/profile must not be taken for /users/{user_id}.
     app.include_router(users.router)
     app.include_router(admin.router)
+    app.include_router(auth.router)
+    app.include_router(keys.router)
+    app.include_router(metrics.router)
+    install_docs(app)
     app.include_router(media.router)
 
     if settings.cors_origins:

@@ -1,5 +1,5 @@
 from app.models.auth_session import AuthSession
 from app.models.base import Base
-from app.models.user import User
+from app.models.user import User, UserSnapshot
 
-__all__ = ["AuthSession", "Base", "User"]
+__all__ = ["AuthSession", "Base", "User", "UserSnapshot"]

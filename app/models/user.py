@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Index, Integer, String, false, text, true
@@ -49,3 +50,34 @@ class User(Base):
 
     def __repr__(self) -> str:  # never include the password hash
         return f"<User id={self.id} username={self.username!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class UserSnapshot:
+    """A user as an authenticated request that writes nothing sees them (the profile, staff
+    reads): the profile's fields and the flags, never the password hash.
+
+    Built straight from a row it costs a small part of an ORM instance's construction (on
+    the hottest path of the service), and it belongs to no session: nothing can be
+    written through it.
+    """
+
+    id: int
+    username: str
+    email: str
+    first_name: str
+    last_name: str
+    number_phone: str
+    avatar: str | None
+    date_joined: datetime
+    last_login: datetime | None
+    is_active: bool
+    is_staff: bool
+    is_superuser: bool
+
+    @classmethod
+    def of(cls, user: User) -> UserSnapshot:
+        return cls(*(getattr(user, name) for name in SNAPSHOT_FIELDS))
+
+
+SNAPSHOT_FIELDS = tuple(field.name for field in fields(UserSnapshot))

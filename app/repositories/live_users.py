@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import DatabaseSettings
 from app.core.db import database_timeouts
-from app.models.user import User
+from app.models.user import SNAPSHOT_FIELDS, UserSnapshot
 
-# Only the mapped columns, by name, so that User(**row) fills every attribute.
-_COLUMNS = ", ".join(f"users.{column.key}" for column in User.__table__.columns)
+# The snapshot's fields in its order (UserSnapshot(*row)); never the password hash.
+_COLUMNS = ", ".join(f"users.{name}" for name in SNAPSHOT_FIELDS)
 _USER_WITH_SESSION_STATE = f"""
 SELECT {_COLUMNS},
        EXISTS (
@@ -69,14 +69,12 @@ class LiveUserReader:
 
     async def user_with_session_state(
         self, user_id: int, session_id: uuid.UUID
-    ) -> tuple[User | None, bool]:
+    ) -> tuple[UserSnapshot | None, bool]:
         row = await self._pool.fetchrow(_USER_WITH_SESSION_STATE, user_id, session_id)
         if row is None:
             return None, False
-        values = dict(row)
-        live = bool(values.pop("session_live"))
-        return User(**values), live
+        return UserSnapshot(*row[:-1]), bool(row[-1])
 
-    async def user(self, user_id: int) -> User | None:
+    async def user(self, user_id: int) -> UserSnapshot | None:
         row = await self._pool.fetchrow(_USER_BY_ID, user_id)
-        return None if row is None else User(**dict(row))
+        return None if row is None else UserSnapshot(*row)

@@ -13,6 +13,7 @@ from app.dependencies import (
     SessionDep,
     ThrottleDep,
 )
+from app.models.user import UserSnapshot
 from app.routers import API_PREFIX
 from app.routers.responses import error_responses
 from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
@@ -34,8 +35,8 @@ PROFILE_DESCRIPTION = (
     summary="Get the user profile (the Django service's POST contract)",
     description=PROFILE_DESCRIPTION,
 )
-async def post_profile(user: ReadCurrentUser) -> UserRead:
-    return UserRead.model_validate(user)
+async def post_profile(user: ReadCurrentUser) -> UserSnapshot:
+    return user  # validated and serialised once, by response_model
 
 
 @router.get(
@@ -45,8 +46,8 @@ async def post_profile(user: ReadCurrentUser) -> UserRead:
     summary="Get the user profile",
     description=PROFILE_DESCRIPTION,
 )
-async def get_profile(user: ReadCurrentUser) -> UserRead:
-    return UserRead.model_validate(user)
+async def get_profile(user: ReadCurrentUser) -> UserSnapshot:
+    return user  # validated and serialised once, by response_model
 
 
 @router.patch(

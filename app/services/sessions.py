@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,10 +23,18 @@ from app.core.errors import (
     UserNotFound,
 )
 from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
-from app.models.user import User
+from app.models.user import User, UserSnapshot
 from app.repositories import auth_sessions as sessions_repo
 from app.repositories import users as users_repo
 from app.repositories.live_users import LiveUserReader
+
+
+class _HasActiveFlag(Protocol):
+    @property
+    def is_active(self) -> bool: ...
+
+
+UserT = TypeVar("UserT", bound=_HasActiveFlag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +120,9 @@ async def user_from_access_token_live(
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None = None,
-) -> User:
+) -> UserSnapshot:
     """The same rules as `user_from_access_token`, through the driver-level reader
-    (PostgreSQL, read-only routes): the user it returns belongs to no session."""
+    (PostgreSQL, read-only routes)."""
     return await _resolve(codec, token, legacy_codec, reader.user_with_session_state, reader.user)
 
 
@@ -121,9 +130,9 @@ async def _resolve(
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None,
-    user_with_session_state: Callable[[int, uuid.UUID], Awaitable[tuple[User | None, bool]]],
-    user_by_id: Callable[[int], Awaitable[User | None]],
-) -> User:
+    user_with_session_state: Callable[[int, uuid.UUID], Awaitable[tuple[UserT | None, bool]]],
+    user_by_id: Callable[[int], Awaitable[UserT | None]],
+) -> UserT:
     try:
         claims = codec.verify(token, "access")
     except InvalidToken:
@@ -137,7 +146,7 @@ async def _resolve(
     return user
 
 
-def _usable(user: User | None) -> User:
+def _usable(user: UserT | None) -> UserT:
     if user is None:
         raise UserNotFound()
     if not user.is_active:
