@@ -1,0 +1,175 @@
+"""TokenCodec.verify against python-jose's own jwt.decode.
+
+The codec lets jose check the header's algorithm and the signature (jws.verify) and
+checks the registered claims itself (exp, iat, nbf, iss, aud), which is half the cost of
+jwt.decode on every authenticated request. Here both judge the same tokens: every
+combination of good and bad registered claims, signatures and algorithms, signed with an
+HMAC key and with an ES256 key. Where they may differ on purpose the codec is the
+stricter one, tested at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jose import jwk, jwt
+
+from app.core.config import Settings
+from app.core.errors import InvalidToken
+from app.core.security import TokenCodec
+from tests.test_keys import private_pem, write
+
+ISSUER = "userservice"
+AUDIENCE = "userservice"
+HMAC_KEY = "k" * 48
+REQUIRED = {f"require_{claim}": True for claim in ("sub", "exp", "iat", "jti", "iss", "aud")}
+_MISSING = object()
+
+NOW = int(time.time())
+# Far enough from now that the run's own duration never moves a token across a boundary.
+EXP = [NOW + 3600, NOW - 3600, 1.0e11, _MISSING, None, "soon", [NOW + 3600]]
+IAT = [NOW, NOW - 60.5, _MISSING, None, "x", {"t": 1}]
+NBF = [_MISSING, NOW - 3600, NOW + 3600, "x"]
+ISS = [ISSUER, "someone-else", _MISSING, [ISSUER], 7]
+AUD = [AUDIENCE, [AUDIENCE, "other"], ["other"], "other", _MISSING, [AUDIENCE, 1], [], 7]
+
+
+def codec_for(kind: str, tmp_path: Path) -> tuple[TokenCodec, Any, str]:
+    """(codec, signing key, algorithm)."""
+    if kind == "HS256":
+        settings = Settings(_env_file=None, secret_key=HMAC_KEY)
+        return TokenCodec(settings), HMAC_KEY, "HS256"
+    pem = private_pem("ES256")
+    settings = Settings(
+        _env_file=None,
+        jwt_algorithm="ES256",
+        jwt_private_key_file=write(tmp_path / "es256.pem", pem),
+    )
+    return TokenCodec(settings), pem.decode(), "ES256"
+
+
+def claims_with(exp: object, iat: object, nbf: object, iss: object, aud: object) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "sub": "42",
+        "sid": uuid.uuid4().hex,
+        "jti": uuid.uuid4().hex,
+        "type": "access",
+    }
+    for name, value in (("exp", exp), ("iat", iat), ("nbf", nbf), ("iss", iss), ("aud", aud)):
+        if value is not _MISSING:
+            claims[name] = value
+    return claims
+
+
+def jose_accepts(token: str, key: Any, algorithm: str) -> bool:
+    verify_key = key if algorithm == "HS256" else _public_of(key)
+    try:
+        jwt.decode(
+            token,
+            verify_key,
+            algorithms=[algorithm],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options=REQUIRED,
+        )
+    except Exception:  # jose lets some malformed claims escape as TypeError and the like
+        return False
+    return True
+
+
+def _public_of(private_pem_text: str) -> Any:
+    return jwk.construct(private_pem_text, "ES256").public_key()
+
+
+def _b64_json(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+
+def codec_accepts(codec: TokenCodec, token: str) -> bool:
+    try:
+        codec.verify(token, "access")
+    except InvalidToken:
+        return False
+    return True
+
+
+def sign(claims: dict[str, Any], key: Any, algorithm: str, codec: TokenCodec) -> str:
+    kid = codec.public_jwks[0]["kid"] if codec.public_jwks else None
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+@pytest.mark.parametrize("kind", ["HS256", "ES256"])
+def test_codec_and_jose_agree_on_every_registered_claim_combination(
+    kind: str, tmp_path: Path
+) -> None:
+    codec, key, algorithm = codec_for(kind, tmp_path)
+    accepted = 0
+    combinations = list(itertools.product(EXP, IAT, NBF, ISS, AUD))
+    for exp, iat, nbf, iss, aud in combinations:
+        token = sign(claims_with(exp, iat, nbf, iss, aud), key, algorithm, codec)
+        ours = codec_accepts(codec, token)
+        assert ours == jose_accepts(token, key, algorithm), (
+            exp,
+            iat,
+            nbf,
+            iss,
+            aud,
+            ours,
+        )
+        accepted += ours
+    # Guards the comparison itself: some combinations pass, most do not.
+    assert 0 < accepted < len(combinations) // 10
+
+
+@pytest.mark.parametrize("kind", ["HS256", "ES256"])
+def test_codec_and_jose_agree_on_signatures_and_algorithms(kind: str, tmp_path: Path) -> None:
+    codec, key, algorithm = codec_for(kind, tmp_path)
+    good = claims_with(NOW + 3600, NOW, _MISSING, ISSUER, AUDIENCE)
+    token = sign(good, key, algorithm, codec)
+    header, payload, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    other_alg = "HS512" if algorithm == "HS256" else "ES384"
+    variants = {
+        "good": token,
+        "tampered-signature": f"{header}.{payload}.{flipped}",
+        "no-signature": f"{header}.{payload}.",
+        "other-payload": ".".join(
+            [header, sign({**good, "sub": "43"}, key, algorithm, codec).split(".")[1], signature]
+        ),
+        "alg-none": f"{_b64_json({'alg': 'none'})}.{payload}.",
+        "two-parts": f"{header}.{payload}",
+    }
+    if algorithm == "HS256":
+        variants["other-alg"] = jwt.encode(good, key, algorithm=other_alg)
+    for name, variant in variants.items():
+        ours = codec_accepts(codec, variant)
+        assert ours == jose_accepts(variant, key, algorithm), name
+        assert ours == (name == "good"), name
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        # jose converts with int(): numeric strings and booleans pass there, not here.
+        ("exp", str(NOW + 3600)),
+        ("iat", str(NOW)),
+        ("iat", True),
+        ("nbf", str(NOW - 3600)),
+        # Python's json reads these; they never compare as expired.
+        ("exp", float("inf")),
+        ("exp", float("nan")),
+    ],
+)
+def test_the_codec_is_stricter_than_jose_on_dates(claim: str, value: object) -> None:
+    codec, key, algorithm = codec_for("HS256", Path("."))
+    claims = claims_with(NOW + 3600, NOW, _MISSING, ISSUER, AUDIENCE)
+    claims[claim] = value
+    assert not codec_accepts(codec, sign(claims, key, algorithm, codec))
