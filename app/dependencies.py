@@ -22,6 +22,7 @@ from app.core.storage import MediaStorage
 from app.models.user import User, UserSnapshot
 from app.repositories.live_users import LiveUserReader
 from app.services import sessions
+from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle
 
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105
@@ -67,7 +68,13 @@ async def get_legacy_token_codec(request: Request) -> LegacyTokenCodec | None:
     return codec
 
 
+async def get_trigram_stats(request: Request) -> TrigramStats:
+    stats: TrigramStats = request.app.state.trigram_stats
+    return stats
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
+TrigramStatsDep = Annotated[TrigramStats, Depends(get_trigram_stats)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]

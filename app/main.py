@@ -28,6 +28,7 @@ from app.repositories.live_users import LiveUserReader
 from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
 from app.routers.docs import install_docs
 from app.schemas.auth import LoginForm, LoginRequest
+from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle, create_storage
 
 # Room for the multipart framing around the avatar: boundaries, part headers, a long
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher(settings.password_hash_threads)
     app.state.token_codec = TokenCodec(settings)
+    app.state.trigram_stats = TrigramStats()
     app.state.media_storage = create_media_storage(settings)
     app.state.image_processor = ImageProcessor(
         settings.image_threads, settings.avatar_max_bytes, settings.avatar_max_pixels

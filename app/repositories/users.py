@@ -175,6 +175,44 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+# Rows read to find the common trigrams (a block sample: fast at any table size).
+TRIGRAM_SAMPLE_ROWS = 5_000
+
+
+async def common_search_trigrams(
+    session: AsyncSession, share: float, min_rows: int
+) -> frozenset[str]:
+    """PostgreSQL: the trigrams (pg_trgm's) of at least ``share`` of the search documents,
+    and of at least ``min_rows`` of them, estimated from a sample. Elsewhere, none."""
+    if session.get_bind().dialect.name != "postgresql":
+        return frozenset()
+    estimate = await session.scalar(
+        text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass")
+    )
+    table_rows = max(float(estimate or 0), 1.0)  # -1 before the first ANALYZE
+    percent = min(100.0, max(0.01, 100.0 * TRIGRAM_SAMPLE_ROWS / table_rows))
+    rows = await session.execute(
+        text(
+            f"""
+            WITH sample AS MATERIALIZED (
+                SELECT show_trgm({SEARCH_DOCUMENT_SQL}) AS trigrams
+                FROM users TABLESAMPLE SYSTEM (:percent)
+            )
+            SELECT trigram, count(*) AS hits, (SELECT count(*) FROM sample) AS sampled
+            FROM sample, unnest(trigrams) AS trigram
+            GROUP BY trigram
+            HAVING count(*) >= CAST(:share AS float8) * (SELECT count(*) FROM sample)
+            """  # noqa: S608 (a constant expression; values bound)
+        ),
+        {"percent": percent, "share": share},
+    )
+    common = set()
+    for trigram, hits, sampled in rows:
+        if hits * max(table_rows, sampled) / sampled >= min_rows:
+            common.add(str(trigram))
+    return frozenset(common)
+
+
 async def search(
     session: AsyncSession,
     *,
@@ -184,6 +222,7 @@ async def search(
     ordering: Ordering,
     limit: int,
     offset: int,
+    index_fragment: str | None = None,
 ) -> tuple[Sequence[User], int]:
     """One page of users and the total matching. ``text`` matches username, email and names
     case-insensitively as a substring; LIKE wildcards and the escape character in it are
@@ -191,6 +230,8 @@ async def search(
 
     PostgreSQL, where a million users are expected: ``total`` is exact when at most
     ``TOTAL_CAP`` users match, else ``TOTAL_CAP + 1`` ("more than"); see ``_search_capped``.
+    The trigram index is probed with ``index_fragment`` (a piece of ``text``) when given,
+    see app/services/search_probe.py; the matches are the same.
     """
     conditions: list[ColumnElement[bool]] = []
     postgresql = session.get_bind().dialect.name == "postgresql"
@@ -209,8 +250,12 @@ async def search(
         )
         if postgresql:
             # The indexed document narrows the candidates (a substring of a column is one
-            # of the document); the per-column test keeps terms spanning two columns out.
-            conditions.append(literal_column(SEARCH_DOCUMENT_SQL).ilike(pattern, escape="/"))
+            # of the document, and so is any piece of it); the per-column test keeps terms
+            # spanning two columns out.
+            probe: BindParameter[str] = bindparam(
+                "search_probe", _like_pattern(index_fragment or text), literal_execute=True
+            )
+            conditions.append(literal_column(SEARCH_DOCUMENT_SQL).ilike(probe, escape="/"))
         conditions.append(per_column)
     if is_active is not None:
         conditions.append(User.is_active.is_(is_active))

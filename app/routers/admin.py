@@ -14,6 +14,7 @@ from app.dependencies import (
     ReadStaffUser,
     SessionDep,
     SuperUser,
+    TrigramStatsDep,
 )
 from app.models.user import ID_MAX
 from app.routers import API_PREFIX
@@ -66,9 +67,12 @@ _404 = "No user has this id, or the token's user no longer exists."
     "`total` is exact up to 1,000 matches; on PostgreSQL, 1001 means more than 1,000.",
 )
 async def list_users(
-    query: Annotated[UserListQuery, Query()], _staff: ReadStaffUser, session: ReadSessionDep
+    query: Annotated[UserListQuery, Query()],
+    _staff: ReadStaffUser,
+    session: ReadSessionDep,
+    trigram_stats: TrigramStatsDep,
 ) -> UserPage:
-    users, total = await admin.list_users(session, query)
+    users, total = await admin.list_users(session, query, trigram_stats)
     return UserPage(
         items=[UserRead.model_validate(user) for user in users],
         total=total,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,9 +14,23 @@ from app.repositories import users as users_repo
 from app.schemas.user import AdminUserUpdate, UserListQuery
 from app.services import sessions
 from app.services.account import apply_changes, ensure_a_superuser_remains, remove_user
+from app.services.search_probe import (
+    COMMON_MIN_ROWS,
+    COMMON_SHARE,
+    TrigramStats,
+    rare_fragment,
+)
 
 
-async def list_users(session: AsyncSession, query: UserListQuery) -> tuple[Sequence[User], int]:
+async def list_users(
+    session: AsyncSession, query: UserListQuery, trigram_stats: TrigramStats
+) -> tuple[Sequence[User], int]:
+    fragment = None
+    if query.search:
+        common = await trigram_stats.common(
+            partial(users_repo.common_search_trigrams, session, COMMON_SHARE, COMMON_MIN_ROWS)
+        )
+        fragment = rare_fragment(query.search, common)
     return await users_repo.search(
         session,
         text=query.search,
@@ -24,6 +39,7 @@ async def list_users(session: AsyncSession, query: UserListQuery) -> tuple[Seque
         ordering=query.ordering,
         limit=query.limit,
         offset=query.offset,
+        index_fragment=fragment,
     )
 
 
