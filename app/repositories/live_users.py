@@ -3,23 +3,26 @@
 Every authenticated read (the profile, staff reads) loads the user and checks that the
 token's session is live. Through the ORM session that one round trip costs about ten times
 the round trip itself in Python (session, pool checkout, greenlet, ORM loading); here it is
-one prepared statement on a connection of a small asyncpg pool. The SQL is the same as
-`auth_sessions.get_user_with_session_state`: nothing is cached, every request sees the
-committed state of the user and of the session.
+one prepared statement on one of a few asyncpg connections (`ReadConnections`). The SQL is
+the same as `auth_sessions.get_user_with_session_state`: nothing is cached, every request
+sees the committed state of the user and of the session.
 
 PostgreSQL only; on SQLite the ORM path is used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import DatabaseSettings
 from app.core.db import database_timeouts
+from app.core.errors import ServiceUnavailable
 from app.models.user import SNAPSHOT_FIELDS, UserSnapshot
 
 # The snapshot's fields in its order (UserSnapshot(*row)); never the password hash.
@@ -37,19 +40,75 @@ FROM users WHERE users.id = $1
 _USER_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE users.id = $1"  # noqa: S608
 
 
-async def _keep(_connection: Any) -> None:
-    """Pool reset hook: nothing to reset (only autocommit SELECTs run on these connections),
-    which saves asyncpg's default RESET ALL round trip on every release."""
+class ReadConnections:
+    """At most ``size`` asyncpg connections for single autocommit SELECTs: idle ones on a
+    stack, a new one opened when none is idle, a wait of at most ``wait_timeout`` when
+    ``size`` are in use (then 503, like the ORM pool's DB_POOL_TIMEOUT).
+
+    asyncpg's Pool does more than these reads need, at a cost on every request: each
+    release runs in a new task (shielded) and each acquire builds a proxy object; on the
+    profile request that was about a twentieth of the worker's time. A connection whose
+    query failed or was cancelled is closed, never reused (its state is unknown); one the
+    server closed while idle is dropped when next taken.
+    """
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int, wait_timeout: float
+    ) -> None:
+        self._connect = connect
+        self._idle: list[asyncpg.Connection] = []
+        self._slots = asyncio.Semaphore(size)
+        self._wait_timeout = wait_timeout
+        self._closed = False
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        if self._closed:
+            raise ServiceUnavailable("The database is unavailable")
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._wait_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise ServiceUnavailable("The database is unavailable") from None
+        else:
+            await self._slots.acquire()  # a free slot: returns at once
+        try:
+            connection = await self._take()
+            try:
+                row: asyncpg.Record | None = await connection.fetchrow(query, *args)
+            except BaseException:
+                connection.terminate()
+                raise
+            if self._closed:
+                await connection.close()
+            else:
+                self._idle.append(connection)
+            return row
+        finally:
+            self._slots.release()
+
+    async def _take(self) -> asyncpg.Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():
+                return connection
+        return await self._connect()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.terminate()
 
 
 class LiveUserReader:
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
+    def __init__(self, connections: ReadConnections) -> None:
+        self._connections = connections
 
     @classmethod
     async def create(cls, engine: AsyncEngine, settings: DatabaseSettings) -> LiveUserReader:
-        """A pool with the engine's connection arguments (host, user, ssl, ...) and the same
-        bounded timeouts; it connects on first use, so the service starts while the
+        """Connections with the engine's connection arguments (host, user, ssl, ...) and the
+        same bounded timeouts, opened on first use, so the service starts while the
         database is down, as before."""
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
         cparams.update(database_timeouts(settings))
@@ -59,22 +118,20 @@ class LiveUserReader:
             "async_creator_fn",
         ):
             cparams.pop(sqlalchemy_only, None)
-        pool = await asyncpg.create_pool(
-            *cargs, min_size=0, max_size=settings.db_pool_size, reset=_keep, **cparams
-        )
-        return cls(pool)
+        connect = partial(asyncpg.connect, *cargs, **cparams)
+        return cls(ReadConnections(connect, settings.db_pool_size, settings.db_pool_timeout))
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self._connections.close()
 
     async def user_with_session_state(
         self, user_id: int, session_id: uuid.UUID
     ) -> tuple[UserSnapshot | None, bool]:
-        row = await self._pool.fetchrow(_USER_WITH_SESSION_STATE, user_id, session_id)
+        row = await self._connections.fetchrow(_USER_WITH_SESSION_STATE, user_id, session_id)
         if row is None:
             return None, False
         return UserSnapshot(*row[:-1]), bool(row[-1])
 
     async def user(self, user_id: int) -> UserSnapshot | None:
-        row = await self._pool.fetchrow(_USER_BY_ID, user_id)
+        row = await self._connections.fetchrow(_USER_BY_ID, user_id)
         return None if row is None else UserSnapshot(*row)
