@@ -175,7 +175,9 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-# Rows read to find the common trigrams (a block sample: fast at any table size).
+# Rows sampled to find the common trigrams. Row by row (BERNOULLI: it reads the whole
+# table, ~0.3 s at a million users): a block sample (SYSTEM) takes runs of consecutive
+# rows, whose shared pieces (the digits of neighbouring ids) then look common.
 TRIGRAM_SAMPLE_ROWS = 5_000
 
 
@@ -196,7 +198,7 @@ async def common_search_trigrams(
             f"""
             WITH sample AS MATERIALIZED (
                 SELECT show_trgm({SEARCH_DOCUMENT_SQL}) AS trigrams
-                FROM users TABLESAMPLE SYSTEM (:percent)
+                FROM users TABLESAMPLE BERNOULLI (:percent)
             )
             SELECT trigram, count(*) AS hits, (SELECT count(*) FROM sample) AS sampled
             FROM sample, unnest(trigrams) AS trigram

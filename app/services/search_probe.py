@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 _WORD = re.compile(r"[^\W_]+")
 TRIGRAM = 3
 # Trigrams in at least this share of the users, and in at least COMMON_MIN_ROWS of them,
-# are "common": a shorter posting list costs little to read.
+# are "common": a shorter posting list costs little to read. The sample costs ~0.3 s at a
+# million users, once per REFRESH_SECONDS per worker.
 COMMON_SHARE = 0.01
 COMMON_MIN_ROWS = 1000
 REFRESH_SECONDS = 600.0
