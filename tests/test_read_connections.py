@@ -115,3 +115,15 @@ async def test_closed_means_closed(dsn: str) -> None:
     await reader.close()
     with pytest.raises(ServiceUnavailable):
         await reader.fetchrow("SELECT 1")
+
+
+async def test_a_request_waiting_for_a_slot_when_closed_gets_503(dsn: str) -> None:
+    reader = connections(dsn, size=1)
+    busy = asyncio.create_task(reader.fetchrow("SELECT pg_sleep(0.3)"))
+    await asyncio.sleep(0.1)
+    waiting = asyncio.create_task(reader.fetchrow(BACKEND_PID))
+    await asyncio.sleep(0.05)
+    await reader.close()
+    await busy
+    with pytest.raises(ServiceUnavailable):
+        await waiting

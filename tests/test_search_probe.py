@@ -28,7 +28,8 @@ MEMBERS = 60
         ("john@gmail.com", {"gma", "mai", "ail", "com"}, "john"),
         ("John@Gmail", {"gma", "mai", "ail"}, "John"),  # cut from the term as given
         ("ab", {"abc"}, None),
-        ("İstanbul", {"tan"}, None),  # lower() changes the length: the whole term
+        ("İstanbul", {"tan"}, None),  # not ASCII: the whole term
+        ("\u039a\u0391\u03a3\u0391", {"\u03b1\u03c3\u03b1"}, None),  # Greek: a final sigma (ICU)
     ],
 )
 def test_rare_fragment(term: str, common: set[str], expected: str | None) -> None:
@@ -55,6 +56,22 @@ async def test_trigram_stats_sample_once_per_period() -> None:
     await expired.common(sample)
     await expired.common(sample)
     assert calls == 3
+
+
+async def test_a_failed_sample_keeps_the_previous_one_and_is_retried_later() -> None:
+    outcomes: list[frozenset[str] | Exception] = [frozenset({"use"}), TimeoutError()]
+
+    async def sample() -> frozenset[str]:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    stats = TrigramStats(refresh_seconds=0)
+    assert await stats.common(sample) == frozenset({"use"})
+    assert await stats.common(sample) == frozenset({"use"})  # failed: the previous sample
+    assert not outcomes
+    assert await stats.common(sample) == frozenset({"use"})  # not retried at once
 
 
 @pytest.fixture

@@ -173,3 +173,38 @@ def test_the_codec_is_stricter_than_jose_on_dates(claim: str, value: object) -> 
     claims = claims_with(NOW + 3600, NOW, _MISSING, ISSUER, AUDIENCE)
     claims[claim] = value
     assert not codec_accepts(codec, sign(claims, key, algorithm, codec))
+
+
+def _signed_payload(payload: bytes, key: str = HMAC_KEY) -> str:
+    """An HS256 token over any payload bytes, signed correctly (jose signs what it's given)."""
+    header = _b64_json({"alg": "HS256", "typ": "JWT"})
+    body = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    signature = jwk.construct(key, "HS256").sign(f"{header}.{body}".encode())
+    return f"{header}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["exp-huge-int", "iat-huge-int", "nbf-huge-int", "utf-16", "utf-8-bom", "deeply-nested"],
+)
+def test_odd_signed_payloads_are_refused_or_accepted_never_an_error(case: str) -> None:
+    """Signed with our key, so only a key holder could send them; still never a 500."""
+    codec, _, _ = codec_for("HS256", Path("."))
+    good = claims_with(NOW + 3600, NOW, _MISSING, ISSUER, AUDIENCE)
+    text = json.dumps(good)
+    payloads = {
+        "exp-huge-int": text.replace(f'"exp": {NOW + 3600}', '"exp": 1' + "0" * 400),
+        "iat-huge-int": text.replace(f'"iat": {NOW}', '"iat": 1' + "0" * 400),
+        "nbf-huge-int": json.dumps({**good, "nbf": 0}).replace('"nbf": 0', '"nbf": 1' + "0" * 400),
+    }
+    if case in payloads:
+        payload = payloads[case].encode()
+    elif case == "utf-16":
+        payload = text.encode("utf-16")
+    elif case == "utf-8-bom":
+        payload = b"\xef\xbb\xbf" + text.encode()
+    else:
+        payload = b"[" * 5000 + b"]" * 5000
+    accepted = codec_accepts(codec, _signed_payload(payload))  # raises on anything else
+    # A date far in the future is a date; a not-before far in the future is not yet.
+    assert accepted == (case in {"exp-huge-int", "iat-huge-int"})

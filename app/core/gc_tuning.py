@@ -27,20 +27,28 @@ import gc
 # allocations, each older one after THRESHOLD[n] collections of the one below.
 THRESHOLD = (50_000, 20, 100)
 
+_running_apps = 0
 _saved_threshold: tuple[int, int, int] | None = None
 
 
 def freeze_startup_objects() -> None:
-    global _saved_threshold
+    """At an app's start-up. Counted: with several apps in one process (the test suite),
+    the settings are undone when the last one stops."""
+    global _running_apps, _saved_threshold
+    _running_apps += 1
+    if _running_apps == 1:
+        _saved_threshold = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    if _saved_threshold is None:
-        _saved_threshold = gc.get_threshold()
     gc.set_threshold(*THRESHOLD)
 
 
 def unfreeze() -> None:
-    global _saved_threshold
+    """At an app's shutdown."""
+    global _running_apps, _saved_threshold
+    _running_apps = max(0, _running_apps - 1)
+    if _running_apps:
+        return
     gc.unfreeze()
     if _saved_threshold is not None:
         gc.set_threshold(*_saved_threshold)

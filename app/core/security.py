@@ -255,8 +255,9 @@ class TokenCodec:
             # frequent request's token check. tests/test_tokens.py holds the two to the
             # same answers.
             payload = jws.verify(token, self._verify_keys[kid], self._algorithms)
-            claims = json.loads(payload)
-        except (JOSEError, ValueError, TypeError, KeyError, AttributeError):
+            # UTF-8 only, as jose decodes it (json.loads would guess UTF-16 or -32 from bytes).
+            claims = json.loads(payload.decode("utf-8"))
+        except (JOSEError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
             # JOSEError covers bad signatures and algorithms; the others are what malformed
             # headers or payloads have been seen to raise inside the library.
             raise InvalidToken() from None
@@ -301,8 +302,8 @@ class TokenCodec:
 
 def _is_number(value: object) -> TypeGuard[float]:
     """A finite JSON number: json.loads also reads NaN and Infinity, which never compare
-    as expired."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    as expired. (Not math.isfinite on an int: a 400-digit one overflows a float.)"""
+    return type(value) is int or (type(value) is float and math.isfinite(value))
 
 
 def new_jti() -> str:

@@ -73,6 +73,8 @@ class ReadConnections:
         else:
             await self._slots.acquire()  # a free slot: returns at once
         try:
+            if self._closed:  # closed while this request waited for a slot
+                raise ServiceUnavailable("The database is unavailable")
             connection = await self._take()
             try:
                 row: asyncpg.Record | None = await connection.fetchrow(query, *args)

@@ -199,6 +199,7 @@ async def common_search_trigrams(
             WITH sample AS MATERIALIZED (
                 SELECT show_trgm({SEARCH_DOCUMENT_SQL}) AS trigrams
                 FROM users TABLESAMPLE BERNOULLI (:percent)
+                LIMIT :most  -- bounded even when the row estimate is stale (after a bulk load)
             )
             SELECT trigram, count(*) AS hits, (SELECT count(*) FROM sample) AS sampled
             FROM sample, unnest(trigrams) AS trigram
@@ -206,7 +207,7 @@ async def common_search_trigrams(
             HAVING count(*) >= CAST(:share AS float8) * (SELECT count(*) FROM sample)
             """  # noqa: S608 (a constant expression; values bound)
         ),
-        {"percent": percent, "share": share},
+        {"percent": percent, "share": share, "most": 2 * TRIGRAM_SAMPLE_ROWS},
     )
     common = set()
     for trigram, hits, sampled in rows:

@@ -15,6 +15,7 @@ sample only costs speed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,9 @@ TRIGRAM = 3
 COMMON_SHARE = 0.01
 COMMON_MIN_ROWS = 1000
 REFRESH_SECONDS = 600.0
+RETRY_SECONDS = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 def rare_fragment(term: str, common: frozenset[str]) -> str | None:
@@ -35,8 +39,10 @@ def rare_fragment(term: str, common: frozenset[str]) -> str | None:
     trigram, or None when the whole term should be used: it has no common trigram, or
     no piece of it is free of them."""
     lowered = term.lower()
-    if not common or len(lowered) != len(term):
-        # (A lower-case form of another length, 'İ' say, would misplace the piece.)
+    if not common or not term.isascii():
+        # ASCII only: PostgreSQL lower-cases a pattern as a whole, and some letters by
+        # their context (an ICU database lower-cases a final capital sigma differently),
+        # so a piece cut out of a non-ASCII word may not match where the word does.
         return None
     best: tuple[int, int] = (0, 0)
     has_common = False
@@ -65,9 +71,17 @@ class TrigramStats:
         self._lock = asyncio.Lock()
 
     async def common(self, sample: Callable[[], Awaitable[frozenset[str]]]) -> frozenset[str]:
+        """The last sample's common trigrams. A failed sample is logged and retried after
+        RETRY_SECONDS: the search goes on with the previous sample (only its speed
+        depends on it)."""
         if time.monotonic() < self._expires or self._lock.locked():
             return self._common
         async with self._lock:
-            self._common = await sample()
-            self._expires = time.monotonic() + self._refresh_seconds
+            try:
+                self._common = await sample()
+            except Exception as exc:  # any database error: searching must not depend on it
+                logger.warning("search trigram sample failed: %s", type(exc).__name__)
+                self._expires = time.monotonic() + RETRY_SECONDS
+            else:
+                self._expires = time.monotonic() + self._refresh_seconds
         return self._common
