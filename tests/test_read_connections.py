@@ -24,8 +24,10 @@ def dsn(tmp_path: Path) -> Iterator[str]:
         yield "postgresql://" + url.split("://", 1)[1]
 
 
-def connections(dsn: str, size: int, wait_timeout: float = 5.0) -> ReadConnections:
-    return ReadConnections(partial(asyncpg.connect, dsn), size, wait_timeout)
+def connections(
+    dsn: str, size: int, wait_timeout: float = 5.0, max_idle: float = 300.0
+) -> ReadConnections:
+    return ReadConnections(partial(asyncpg.connect, dsn), size, wait_timeout, max_idle)
 
 
 async def pid(reader: ReadConnections) -> int:
@@ -127,3 +129,31 @@ async def test_a_request_waiting_for_a_slot_when_closed_gets_503(dsn: str) -> No
     await busy
     with pytest.raises(ServiceUnavailable):
         await waiting
+
+
+async def test_connections_idle_too_long_are_closed_by_the_next_request(dsn: str) -> None:
+    reader = connections(dsn, size=3, max_idle=0.3)
+    try:
+        burst = await asyncio.gather(
+            *(reader.fetchrow("SELECT pg_backend_pid() AS pid, pg_sleep(0.1)") for _ in range(3))
+        )
+        assert len({row["pid"] for row in burst if row is not None}) == 3
+        await asyncio.sleep(0.5)
+        # The next request takes the newest idle connection and closes the two others.
+        newest = await pid(reader)
+        admin = await asyncpg.connect(dsn)
+        try:
+            for _ in range(40):  # a terminated connection's backend exits a moment later
+                backends = await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                if backends == 1:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await admin.close()
+        assert backends == 1
+        assert await pid(reader) == newest
+    finally:
+        await reader.close()

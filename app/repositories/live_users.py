@@ -13,6 +13,7 @@ PostgreSQL only; on SQLite the ORM path is used.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -49,16 +50,23 @@ class ReadConnections:
     release runs in a new task (shielded) and each acquire builds a proxy object; on the
     profile request that was about a twentieth of the worker's time. A connection whose
     query failed or was cancelled is closed, never reused (its state is unknown); one the
-    server closed while idle is dropped when next taken.
+    server closed while idle is dropped when next taken; one idle for ``max_idle`` seconds
+    (as asyncpg's Pool, 300) is closed by the next request, so a burst's connections do not
+    stay open for good. The most recently used connection is taken first: the others age.
     """
 
     def __init__(
-        self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int, wait_timeout: float
+        self,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        size: int,
+        wait_timeout: float,
+        max_idle: float = 300.0,
     ) -> None:
         self._connect = connect
-        self._idle: list[asyncpg.Connection] = []
+        self._idle: list[tuple[asyncpg.Connection, float]] = []  # oldest first
         self._slots = asyncio.Semaphore(size)
         self._wait_timeout = wait_timeout
+        self._max_idle = max_idle
         self._closed = False
 
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
@@ -84,14 +92,17 @@ class ReadConnections:
             if self._closed:
                 await connection.close()
             else:
-                self._idle.append(connection)
+                now = time.monotonic()
+                self._idle.append((connection, now))
+                while now - self._idle[0][1] > self._max_idle:
+                    self._idle.pop(0)[0].terminate()
             return row
         finally:
             self._slots.release()
 
     async def _take(self) -> asyncpg.Connection:
         while self._idle:
-            connection = self._idle.pop()
+            connection, _ = self._idle.pop()
             if not connection.is_closed():
                 return connection
         return await self._connect()
@@ -99,7 +110,7 @@ class ReadConnections:
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection, _ in idle:
             connection.terminate()
 
 
