@@ -136,8 +136,8 @@ async def get_current_user_for_read(
 
     One dependency (beside the bearer scheme, which documents the route's security) that
     reads the token codecs from ``app.state`` itself: FastAPI resolves each dependency
-    anew on every request, and on the profile endpoint, the service's hottest path, the
-    three small ones this replaces cost about a tenth of the request.
+    anew on every request, and this is the profile endpoint's, the service's hottest path
+    (see bench/RESULTS.md).
     """
     token = _checked_bearer_token(request, token)
     state = request.app.state
