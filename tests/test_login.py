@@ -137,22 +137,6 @@ async def test_unusable_or_unknown_hashes_get_the_generic_401(
     assert response.json()["code"] == "invalid_credentials"
 
 
-async def test_username_that_looks_like_an_email_wins_over_email(
-    client: httpx.AsyncClient,
-) -> None:
-    await register(
-        client,
-        username="bob@example.com",
-        email="bob-real@example.com",
-        password="another-Good-pass-31",
-    )
-    await register(client, username="bob", email="bob@example.com")
-    first = await client.post(
-        TOKEN, json={"username": "bob@example.com", "password": "another-Good-pass-31"}
-    )
-    assert first.status_code == 200
-
-
 @pytest.mark.parametrize(
     ("body", "content_type"),
     [

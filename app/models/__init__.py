@@ -1,5 +1,6 @@
 from app.models.auth_session import AuthSession
 from app.models.base import Base
+from app.models.login_identifier import LoginIdentifier
 from app.models.user import User, UserSnapshot
 
-__all__ = ["AuthSession", "Base", "User", "UserSnapshot"]
+__all__ = ["AuthSession", "Base", "LoginIdentifier", "User", "UserSnapshot"]

@@ -47,6 +47,12 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     is_staff: Mapped[bool] = mapped_column(default=False, server_default=false())
     is_superuser: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Set by the Django import on the rows it creates. Only such accounts may be updated by a
+    # later import or reached with a legacy SimpleJWT token: an account created here never is.
+    imported: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Tokens issued before this moment are refused (logout-all, password change,
+    # deactivation): it ends our tokens and, above all, legacy ones, which have no session.
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     def __repr__(self) -> str:  # never include the password hash
         return f"<User id={self.id} username={self.username!r}>"
@@ -55,7 +61,8 @@ class User(Base):
 @dataclass(frozen=True, slots=True)
 class UserSnapshot:
     """A user as an authenticated request that writes nothing sees them (the profile, staff
-    reads): the profile's fields and the flags, never the password hash.
+    reads): the profile's fields, the flags and what token checks need, never the
+    password hash.
 
     Built straight from a row it costs a small part of an ORM instance's construction (on
     the hottest path of the service), and it belongs to no session: nothing can be
@@ -74,6 +81,8 @@ class UserSnapshot:
     is_active: bool
     is_staff: bool
     is_superuser: bool
+    imported: bool
+    tokens_valid_after: datetime | None
 
     @classmethod
     def of(cls, user: User) -> UserSnapshot:

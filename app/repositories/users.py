@@ -30,6 +30,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.core.errors import EmailTaken, UsernameTaken, UserNotFound
+from app.core.identifiers import claimed_identifiers, normalize_email, normalize_username
+from app.models.login_identifier import LoginIdentifier
 from app.models.user import User
 
 
@@ -38,46 +40,73 @@ async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
 
 
 async def get_by_login(session: AsyncSession, identifier: str) -> User | None:
-    """The user whose username is ``identifier``, else whose email is (usernames may hold '@')."""
-    email = identifier.strip().lower()
+    """The user whose username (NFKC, as Django's login form) or email (normalised) is
+    ``identifier``. An identifier that names two accounts (a username equal to another
+    account's email: only rows from before migration 0005 can be so) names none."""
+    username = normalize_username(identifier)
+    email = normalize_email(identifier)
     rows = await session.scalars(
-        select(User).where(or_(User.username == identifier, User.email == email)).limit(2)
+        select(User).where(or_(User.username == username, User.email == email)).limit(2)
     )
     candidates = list(rows)
-    for user in candidates:
-        if user.username == identifier:
-            return user
-    return candidates[0] if candidates else None
+    return candidates[0] if len(candidates) == 1 else None
 
 
-async def find_conflict(
-    session: AsyncSession,
-    username: str | None,
-    email: str | None,
-    exclude_id: int | None = None,
-) -> User | None:
-    """A user (other than ``exclude_id``) who already has this username or email."""
-    conditions = [
-        condition
-        for value, condition in (
-            (username, User.username == username),
-            (email, User.email == email),
-        )
-        if value is not None
-    ]
-    if not conditions:
-        return None
-    statement = select(User).where(or_(*conditions))
+async def check_identifiers_free(
+    session: AsyncSession, username: str, email: str, exclude_id: int | None = None
+) -> None:
+    """UsernameTaken or EmailTaken when another account (than ``exclude_id``) has this
+    username, or holds one of the login identifiers this username and email would claim
+    (a username may not be another account's email, nor an email another's username).
+
+    Gives the common case its answer; the unique constraints decide races (`add`,
+    `claim_identifiers`)."""
+    same_username = select(User.id).where(User.username == username)
+    claims = claimed_identifiers(username, email)
+    held = select(LoginIdentifier.identifier).where(LoginIdentifier.identifier.in_(claims))
     if exclude_id is not None:
-        statement = statement.where(User.id != exclude_id)
-    return await session.scalar(statement.limit(1))
+        same_username = same_username.where(User.id != exclude_id)
+        held = held.where(LoginIdentifier.user_id != exclude_id)
+    if await session.scalar(same_username.limit(1)) is not None:
+        raise UsernameTaken()
+    taken = {claims[digest] for digest in await session.scalars(held)}
+    if taken:
+        raise UsernameTaken() if "username" in taken else EmailTaken()
 
 
 async def add(session: AsyncSession, user: User) -> User:
-    """Insert and flush; a unique-constraint race becomes UsernameTaken or EmailTaken."""
+    """Insert with its login identifiers; a unique-constraint race becomes UsernameTaken
+    or EmailTaken."""
     session.add(user)
     await save(session)
+    await claim_identifiers(session, user)
     return user
+
+
+async def claim_identifiers(session: AsyncSession, user: User) -> None:
+    """Make the user's rows in ``login_identifiers`` those of their username and email:
+    stale ones are released, new ones claimed (the username's first, so that a clash on
+    both is reported as the username's). A claim another account holds is a 409."""
+    claims = claimed_identifiers(user.username, user.email)
+    current = set(
+        await session.scalars(
+            select(LoginIdentifier.identifier).where(LoginIdentifier.user_id == user.id)
+        )
+    )
+    stale = current - claims.keys()
+    if stale:
+        await session.execute(
+            sa_delete(LoginIdentifier).where(LoginIdentifier.identifier.in_(stale))
+        )
+    for digest, field in claims.items():
+        if digest in current:
+            continue
+        try:
+            await session.execute(
+                insert(LoginIdentifier).values(identifier=digest, user_id=user.id)
+            )
+        except IntegrityError:
+            raise UsernameTaken() if field == "username" else EmailTaken() from None
 
 
 async def save(session: AsyncSession) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
+from app.core import identifiers
 from app.models.user import EMAIL_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX
 
 USERNAME_PATTERN = r"^[\w.@+-]+$"
@@ -27,23 +28,26 @@ def reject_control_characters(value: str) -> str:
 
 def normalize_username(value: object) -> object:
     # Django normalises usernames with NFKC, so look-alike compatibility forms collide.
-    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+    return identifiers.normalize_username(value) if isinstance(value, str) else value
 
 
 def normalize_email(value: str) -> str:
-    """Trim and lower-case; stored and compared this way so uniqueness ignores case."""
+    """Validate, then trim, lower-case and NFC: stored and compared this way, so
+    uniqueness ignores case and Unicode spelling."""
     value = value.strip()
     try:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"value is not a valid email address: {exc}") from None
-    return value.lower()
+    return identifiers.normalize_email(value)
 
 
 Username = Annotated[
     str,
     BeforeValidator(normalize_username),
     StringConstraints(min_length=1, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN),
+    # The pattern's \w (Unicode word characters) admits the joiners ZWJ and ZWNJ.
+    AfterValidator(reject_control_characters),
     Field(
         description="Letters, digits and @ . + - _ only (Django's rule).",
         examples=["alice"],

@@ -18,12 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit, after_rollback
 from app.core.errors import (
-    EmailTaken,
     FileTooLarge,
     InvalidCurrentPassword,
     LastSuperuser,
     PasswordRejected,
-    UsernameTaken,
 )
 from app.core.images import ImageProcessor
 from app.core.security import PasswordHasher
@@ -75,16 +73,22 @@ async def update_profile(
 
 
 async def apply_changes(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:
-    """Set validated fields; a taken username or email is a 409, decided by the unique
-    constraints when two requests race (the check first gives the common case its answer)."""
-    username, email = changes.get("username"), changes.get("email")
-    if username is not None or email is not None:
-        existing = await users_repo.find_conflict(session, username, email, exclude_id=user.id)
-        if existing is not None:
-            raise UsernameTaken() if existing.username == username else EmailTaken()
+    """Set validated fields; a taken username or email (or one that is another account's
+    login identifier) is a 409, decided by the unique constraints when two requests race
+    (the check first gives the common case its answer)."""
+    identifiers_change = "username" in changes or "email" in changes
+    if identifiers_change:
+        await users_repo.check_identifiers_free(
+            session,
+            changes.get("username", user.username),
+            changes.get("email", user.email),
+            exclude_id=user.id,
+        )
     for field, value in changes.items():
         setattr(user, field, value)
     await users_repo.save(session)
+    if identifiers_change:
+        await users_repo.claim_identifiers(session, user)
 
 
 async def change_password(

@@ -5,13 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
-from app.core.errors import (
-    EmailTaken,
-    InvalidCredentials,
-    PasswordRejected,
-    TooManyRequests,
-    UsernameTaken,
-)
+from app.core.errors import InvalidCredentials, PasswordRejected, TooManyRequests
 from app.core.security import PasswordHasher, TokenCodec
 from app.models.base import utcnow
 from app.models.user import User
@@ -29,9 +23,7 @@ async def register(session: AsyncSession, hasher: PasswordHasher, data: Register
     )
     if problems:
         raise PasswordRejected(problems)
-    existing = await users_repo.find_conflict(session, data.username, data.email)
-    if existing is not None:
-        raise UsernameTaken() if existing.username == data.username else EmailTaken()
+    await users_repo.check_identifiers_free(session, data.username, data.email)
     user = User(
         username=data.username,
         email=data.email,
@@ -40,7 +32,6 @@ async def register(session: AsyncSession, hasher: PasswordHasher, data: Register
         last_name=data.last_name,
         number_phone=data.number_phone,
     )
-    # The check above gives the common case a clear answer; the unique constraints decide races.
     return await users_repo.add(session, user)
 
 
