@@ -180,6 +180,8 @@ async def _import_django(settings: Settings, args: argparse.Namespace) -> int:
         table=args.table,
         media_root=args.media_root,
         target_media_root=settings.media_root,
+        avatar_max_bytes=settings.avatar_max_bytes,
+        avatar_max_pixels=settings.avatar_max_pixels,
         dry_run=args.dry_run,
         skip_invalid=args.skip_invalid,
     )

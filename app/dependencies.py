@@ -113,19 +113,43 @@ async def get_bearer_token(request: Request, token: Annotated[str | None, Depend
     return _checked_bearer_token(request, token)
 
 
-async def get_current_user(
+BearerToken = Annotated[str, Depends(get_bearer_token)]
+
+
+async def _signed_in(
     request: Request,
-    token: Annotated[str, Depends(get_bearer_token)],
-    session: SessionDep,
-    codec: TokenCodecDep,
-    legacy_codec: LegacyTokenCodecDep,
+    session: AsyncSession,
+    codec: TokenCodec,
+    token: str,
+    legacy_codec: LegacyTokenCodec | None,
 ) -> User:
     user = await sessions.user_from_access_token(session, codec, token, legacy_codec)
     request.state.user_id = user.id  # for the request log line
     return user
 
 
+async def get_current_user(
+    request: Request,
+    token: BearerToken,
+    session: SessionDep,
+    codec: TokenCodecDep,
+    legacy_codec: LegacyTokenCodecDep,
+) -> User:
+    """The signed-in user, for their own endpoints: the replaced service's tokens work
+    here (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
+    return await _signed_in(request, session, codec, token, legacy_codec)
+
+
+async def get_current_user_from_own_token(
+    request: Request, token: BearerToken, session: SessionDep, codec: TokenCodecDep
+) -> User:
+    """The signed-in user, from one of this service's tokens only: staff and superuser
+    routes refuse the replaced service's (401; staff log in again)."""
+    return await _signed_in(request, session, codec, token, None)
+
+
 CurrentUser = Annotated[User, Depends(get_current_user)]
+OwnTokenUser = Annotated[User, Depends(get_current_user_from_own_token)]
 
 
 async def get_current_user_for_read(
@@ -139,10 +163,16 @@ async def get_current_user_for_read(
     anew on every request, and this is the profile endpoint's, the service's hottest path
     (see bench/RESULTS.md).
     """
+    state = request.app.state
+    return await _read_user(request, token, state.legacy_token_codec)
+
+
+async def _read_user(
+    request: Request, token: str | None, legacy_codec: LegacyTokenCodec | None
+) -> UserSnapshot:
     token = _checked_bearer_token(request, token)
     state = request.app.state
     codec: TokenCodec = state.token_codec
-    legacy_codec: LegacyTokenCodec | None = state.legacy_token_codec
     reader: LiveUserReader | None = state.live_user_reader
     if reader is not None:
         user = await sessions.user_from_access_token_live(reader, codec, token, legacy_codec)
@@ -158,20 +188,24 @@ async def get_current_user_for_read(
 ReadCurrentUser = Annotated[UserSnapshot, Depends(get_current_user_for_read)]
 
 
-async def get_staff_user(user: CurrentUser) -> User:
+async def get_staff_user(user: OwnTokenUser) -> User:
     """Staff may read the users; a superuser counts as staff (Django: all permissions)."""
     if not (user.is_staff or user.is_superuser):
         raise PermissionDenied()
     return user
 
 
-async def get_superuser(user: CurrentUser) -> User:
+async def get_superuser(user: OwnTokenUser) -> User:
     if not user.is_superuser:
         raise PermissionDenied()
     return user
 
 
-async def get_staff_user_for_read(user: ReadCurrentUser) -> UserSnapshot:
+async def get_staff_user_for_read(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> UserSnapshot:
+    """`get_staff_user` for routes that only read: one of our tokens only, as there."""
+    user = await _read_user(request, token, None)
     if not (user.is_staff or user.is_superuser):
         raise PermissionDenied()
     return user

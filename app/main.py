@@ -88,7 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     legacy_key = settings.legacy_simplejwt_signing_key
     app.state.legacy_token_codec = (
-        LegacyTokenCodec(legacy_key.get_secret_value()) if legacy_key is not None else None
+        LegacyTokenCodec(
+            legacy_key.get_secret_value(), settings.legacy_simplejwt_access_token_lifetime
+        )
+        if legacy_key is not None
+        else None
     )
 
     install_error_handlers(app)

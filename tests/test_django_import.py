@@ -13,23 +13,38 @@ import os
 import re
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from jose import jwt
+from PIL import Image
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.cli import main
 from app.core.config import Settings
+from app.core.security import PASSWORD_CONTEXT
 from app.main import create_app
 from app.models import User
-from tests.conftest import TEST_SECRET_KEY, bearer, is_postgres, new_database, user_payload
+from app.repositories import users as users_repo
+from tests.conftest import (
+    PASSWORD,
+    TEST_SECRET_KEY,
+    asgi_client,
+    bearer,
+    is_postgres,
+    new_database,
+    user_payload,
+)
 
 DJANGO_PROJECT = Path(__file__).parent / "django_project"
 DJANGO_SECRET_KEY = "django-insecure-the-replaced-services-secret-key"
@@ -269,6 +284,77 @@ async def test_new_registrations_get_ids_past_the_imported_ones(
     assert response.json()["id"] == max(user["id"] for user in django_source.users.values()) + 1
 
 
+async def test_a_skipped_top_row_never_hands_its_id_to_a_registration(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Security review, finding 1: the top source row (a superuser) is skipped; the next
+    registration here must not get its id, or a later import of the fixed row would merge
+    the superuser into the stranger's account (and the stranger's password)."""
+    table = django_source.table
+    top = max(user["id"] for user in django_source.users.values()) + 1
+    await source_sql(
+        django_source,
+        f"INSERT INTO {table} (id, password, is_superuser, username, first_name, last_name, "
+        "email, is_staff, is_active, date_joined, number_phone, avatar) VALUES (:id, "
+        "'!unusable', true, 'boss', '', '', 'not-an-email', true, true, CURRENT_TIMESTAMP, "
+        "'', '')",
+        id=top,
+    )
+    try:
+        skipped = await import_django(capsys, django_source, "--skip-invalid")
+        assert skipped.code == 0
+        assert f"row {top}: email" in skipped.out
+        stranger = await client.post(
+            "/api/v1/auth/register",
+            json=user_payload(username="stranger", email="stranger@example.com"),
+        )
+        assert stranger.status_code == 201
+        assert stranger.json()["id"] > top
+        await source_sql(
+            django_source, f"UPDATE {table} SET email = 'boss@example.com' WHERE id = :id", id=top
+        )
+        fixed = await import_django(capsys, django_source)
+    finally:
+        await source_sql(django_source, f"DELETE FROM {table} WHERE id = :id", id=top)
+    assert fixed.code == 0, fixed.out
+    assert fixed.summary()["created"] == 1
+    token = await log_in(client, "stranger", PASSWORD)
+    profile = (await client.get(PROFILE, headers=bearer(token.json()["access_token"]))).json()
+    assert (profile["id"], profile["is_superuser"]) == (stranger.json()["id"], False)
+
+
+async def test_a_source_row_never_merges_into_an_account_created_here(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    django_source: DjangoSource,
+    media: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An id of the source held by an account registered here (before the import, or by
+    the counter bug above): reported, counted as invalid, never merged; the legacy token
+    of the Django user with that id does not reach the local account."""
+    holder = django_source.id("argon2_user")  # the legacy access token's user
+    await add_local_user(app, holder, "local", "local@example.com")
+    outcome = await import_django(capsys, django_source)
+    assert outcome.code == 1
+    assert f"row {holder}: id belongs to an account created here" in outcome.out
+    assert await count_users(app) == 1
+
+    skipping = await import_django(capsys, django_source, "--skip-invalid")
+    assert skipping.code == 0
+    assert skipping.summary()["created"] == len(django_source.users) - 1
+    assert (await log_in(client, "local", "a-local-Passw0rd!")).status_code == 200
+    assert (
+        await log_in(client, "argon2_user", django_source.password("argon2_user"))
+    ).status_code == 401
+    legacy = await client.get(PROFILE, headers=bearer(django_source.tokens["access"]))
+    assert legacy.status_code == 401
+
+
 async def test_changed_source_rows_are_updated_not_duplicated(
     app: FastAPI,
     django_source: DjangoSource,
@@ -301,26 +387,42 @@ async def test_changed_source_rows_are_updated_not_duplicated(
     assert (user.first_name, user.email) == ("Renamed", "new@example.com")
 
 
-async def test_avatars_are_copied_and_missing_ones_reported(
+async def profile_of(client: httpx.AsyncClient, source: DjangoSource, name: str) -> Any:
+    token = (await log_in(client, name, source.password(name))).json()
+    return (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+
+
+async def test_avatars_are_reencoded_and_refused_or_missing_ones_reported(
     client: httpx.AsyncClient,
     django_source: DjangoSource,
     media: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """Imported avatars get an upload's checks: type by content, re-encoded, metadata gone
+    (security review, finding 5)."""
     outcome = await import_django(capsys, django_source)
     assert outcome.code == 0
     lost = django_source.id("lost_avatar")
     assert f"row {lost}: avatar file not found: avatars/gone.jpg" in outcome.out
+    fake = django_source.id("fake_avatar")
+    assert (
+        f"row {fake}: avatar avatars/fake.png refused: The file is not a PNG, JPEG or WebP image."
+        in outcome.out
+    )
 
-    token = (await log_in(client, "with_avatar", django_source.password("with_avatar"))).json()
-    profile = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
+    profile = await profile_of(client, django_source, "with_avatar")
     assert re.fullmatch(r"/media/avatars/[0-9a-f]{32}\.png", profile["avatar"])
     copied = media / profile["avatar"].removeprefix("/media/")
-    assert copied.read_bytes() == (django_source.media_root / "avatars/face.png").read_bytes()
+    original = django_source.media_root / "avatars/face.png"
+    assert copied.read_bytes() != original.read_bytes()
+    with Image.open(copied) as stored, Image.open(original) as source_image:
+        assert stored.format == "PNG"
+        assert "Comment" in source_image.info
+        assert "Comment" not in stored.info  # metadata stripped
+        assert stored.convert("RGB").tobytes() == source_image.convert("RGB").tobytes()
 
-    token = (await log_in(client, "lost_avatar", django_source.password("lost_avatar"))).json()
-    profile = (await client.get(PROFILE, headers=bearer(token["access_token"]))).json()
-    assert profile["avatar"] is None
+    for name in ("lost_avatar", "fake_avatar"):  # imported, without an avatar
+        assert (await profile_of(client, django_source, name))["avatar"] is None
 
     rerun = await import_django(capsys, django_source)  # same file, same path: nothing changes
     assert rerun.summary()["unchanged"] == len(django_source.users)
@@ -368,7 +470,34 @@ async def bad_rows(django_source: DjangoSource) -> AsyncIterator[dict[int, str]]
         (106, "\uff54\uff57\uff49\uff4e", "tw1@example.com", "", "username equal after"),
         (107, "twin", "tw2@example.com", "", "username equal after normalisation to row(s) 106"),
         (108, "clash", "ARGON2_USER@example.com", "", "email equal after normalisation"),
+        (
+            110,
+            "With_Phone@Example.com",  # with_phone's email: one identifier, two accounts
+            "wp2@example.com",
+            "",
+            f"username equal after normalisation to the email of row(s) "
+            f"{django_source.id('with_phone')}",
+        ),
+        (
+            111,
+            "costly1",
+            "c1@example.com",
+            "",
+            "password hash refused: django_pbkdf2_sha256 "
+            "hash asks for iterations 4000000000, above 5000000",
+        ),
+        (
+            112,
+            "costly2",
+            "c2@example.com",
+            "",
+            "password hash refused: django_bcrypt_sha256 hash asks for cost 31, above 16",
+        ),
     ]
+    passwords = {
+        111: "pbkdf2_sha256$4000000000$salt$aGFzaGhhc2hoYXNoaGFzaA==",
+        112: "bcrypt_sha256$$2b$31$" + "a" * 53,
+    }
     if not postgres:  # PostgreSQL text cannot hold NUL at all
         rows.append(
             (
@@ -388,9 +517,10 @@ async def bad_rows(django_source: DjangoSource) -> AsyncIterator[dict[int, str]]
             django_source,
             f"INSERT INTO {table} (id, password, is_superuser, username, first_name, last_name, "
             "email, is_staff, is_active, date_joined, number_phone, avatar) VALUES (:id, "
-            "'!unusable', false, :username, :first_name, '', :email, false, true, "
+            ":password, false, :username, :first_name, '', :email, false, true, "
             "CURRENT_TIMESTAMP, '', '')",
             id=row_id,
+            password=passwords.get(row_id, "!unusable"),
             username=username,
             first_name=first_name,
             email=email,
@@ -421,8 +551,13 @@ async def test_bad_rows_mean_nothing_is_written(
     outcome = await import_django(capsys, django_source)
     assert outcome.code == 1
     assert_reported(outcome.out, bad_rows)
-    # 108's email clashes with argon2_user's after normalisation: both are listed.
+    # 108's email clashes with argon2_user's after normalisation, 110's username with
+    # with_phone's email: both rows of each pair are listed.
     assert f"row {django_source.id('argon2_user')}: email equal" in outcome.out
+    assert (
+        f"row {django_source.id('with_phone')}: email equal after normalisation to the "
+        "username of row(s) 110"
+    ) in outcome.out
     assert outcome.summary()["outcome"].startswith("nothing written")
     assert await count_users(app) == 0
     assert files_under(media) == []
@@ -445,10 +580,10 @@ async def test_skip_invalid_imports_the_rest(
     assert outcome.code == 0
     assert_reported(outcome.out, bad_rows)
     summary = outcome.summary()
-    skipped = len(bad_rows) + 1  # argon2_user shares 108's email
+    skipped = len(bad_rows) + 2  # argon2_user shares 108's email, with_phone 110's username
     assert summary["skipped"] == skipped
-    assert summary["created"] == len(django_source.users) - 1
-    assert await count_users(app) == len(django_source.users) - 1
+    assert summary["created"] == len(django_source.users) - 2
+    assert await count_users(app) == len(django_source.users) - 2
     assert len(files_under(media)) == 1
     response = await log_in(client, "bcrypt_user", django_source.password("bcrypt_user"))
     assert response.status_code == 200
@@ -461,14 +596,28 @@ async def test_collision_with_an_account_of_this_service_is_reported(
     media: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    await client.post("/api/v1/auth/register", json=user_payload(email="BCRYPT_user@example.com"))
-    async with app.state.sessionmaker() as session, session.begin():
-        await session.execute(text("UPDATE users SET id = 500"))
+    await add_local_user(app, 500, "alice", "BCRYPT_user@example.com")
+    await add_local_user(app, 501, "pbkdf2_old@example.com", "someone@example.org")
     outcome = await import_django(capsys, django_source)
     assert outcome.code == 1
     row = django_source.id("bcrypt_user")
     assert f"row {row}: email already belongs to user 500 of this service" in outcome.out
-    assert await count_users(app) == 1
+    row = django_source.id("pbkdf2_old")  # its email is user 501's username
+    assert f"row {row}: email already belongs to user 501 of this service" in outcome.out
+    assert await count_users(app) == 2
+
+
+async def add_local_user(app: FastAPI, user_id: int, username: str, email: str) -> None:
+    """An account created here (as registration would), with a chosen id."""
+    async with app.state.sessionmaker() as session, session.begin():
+        user = User(
+            id=user_id,
+            username=username,
+            email=email.lower(),
+            password=PASSWORD_CONTEXT.hash("a-local-Passw0rd!"),
+        )
+        await users_repo.add(session, user)
+        await users_repo.move_id_counter_past(session, user_id)
 
 
 async def test_unusable_sources_are_errors_not_tracebacks(
@@ -496,6 +645,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key_file=tmp_path / "unused-key",
         media_root=tmp_path / "media",
         legacy_simplejwt_signing_key=DJANGO_SECRET_KEY,
+        # the test project's SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"], as the README says to set it
+        legacy_simplejwt_access_token_lifetime=timedelta(hours=2),
     )
 
 
@@ -555,3 +706,136 @@ async def test_old_tokens_need_the_old_key(
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             response = await client.get(PROFILE, headers=bearer(django_source.tokens["access"]))
     assert response.status_code == 401
+
+
+def legacy_token(user_id: int, *, lifetime: float = 300, issued: float = 0, **claims: Any) -> str:
+    """An access token as SimpleJWT signs it with the Django key (``issued``: seconds from
+    now); ``claims`` replace or, with None, remove claims."""
+    now = int(time.time() + issued)
+    payload: dict[str, Any] = {
+        "token_type": "access",
+        "exp": int(now + lifetime),
+        "iat": now,
+        "jti": uuid.uuid4().hex,
+        "user_id": user_id,
+    }
+    payload.update(claims)
+    payload = {key: value for key, value in payload.items() if value is not None}
+    return jwt.encode(payload, DJANGO_SECRET_KEY, algorithm="HS256")
+
+
+@pytest.fixture
+async def imported(
+    django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str]
+) -> DjangoSource:
+    assert (await import_django(capsys, django_source)).code == 0
+    return django_source
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        {"exp": 4102444800},  # the review's token: expires in 2100
+        {"lifetime": 7201},  # longer than LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME
+        {"iat": None},  # no iat
+        {"iat": "2026-01-01"},
+        {"issued": 60},  # issued in the future
+        {"iat": float("nan")},
+    ],
+    ids=["exp-2100", "too-long", "no-iat", "iat-string", "future-iat", "iat-nan"],
+)
+async def test_forged_legacy_tokens_are_refused(
+    client: httpx.AsyncClient, imported: DjangoSource, forged: dict[str, Any]
+) -> None:
+    """Security review, finding 2: a leaked Django key must not mint tokens for ever."""
+    admin = imported.id("admin")
+    token = legacy_token(admin, **forged)
+    response = await client.get(PROFILE, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    fair = await client.get(PROFILE, headers=bearer(legacy_token(admin, lifetime=7200)))
+    assert fair.status_code == 200
+
+
+async def test_default_lifetime_is_simplejwts(
+    database_url: str, tmp_path: Path, imported: DjangoSource
+) -> None:
+    """LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME defaults to SimpleJWT's 5 minutes: the test
+    project's 2-hour tokens are then refused."""
+    settings = Settings(
+        _env_file=None,
+        database_url=database_url,
+        secret_key=TEST_SECRET_KEY,
+        secret_key_file=tmp_path / "unused-key",
+        legacy_simplejwt_signing_key=DJANGO_SECRET_KEY,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application), asgi_client(application) as client:
+        two_hours = await client.get(PROFILE, headers=bearer(imported.tokens["access"]))
+        five_minutes = await client.get(
+            PROFILE, headers=bearer(legacy_token(imported.id("argon2_user")))
+        )
+    assert (two_hours.status_code, five_minutes.status_code) == (401, 200)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/users/1"),
+        ("PATCH", "/api/v1/users/1"),
+        ("DELETE", "/api/v1/users/999"),
+    ],
+)
+async def test_staff_routes_refuse_legacy_tokens(
+    client: httpx.AsyncClient, imported: DjangoSource, method: str, path: str
+) -> None:
+    token = legacy_token(imported.id("admin"))
+    response = await client.request(
+        method, path, headers=bearer(token), json={"first_name": "X"} if method == "PATCH" else None
+    )
+    assert response.status_code == 401
+    ours = await log_in(client, "admin", imported.password("admin"))
+    allowed = await client.get("/api/v1/users", headers=bearer(ours.json()["access_token"]))
+    assert allowed.status_code == 200  # staff log in again
+
+
+async def test_logout_all_and_password_change_end_legacy_tokens(
+    client: httpx.AsyncClient, imported: DjangoSource
+) -> None:
+    name = "argon2_user"
+    before = legacy_token(imported.id(name))
+    assert (await client.get(PROFILE, headers=bearer(before))).status_code == 200
+    ours = (await log_in(client, name, imported.password(name))).json()["access_token"]
+    assert (await client.post("/api/v1/auth/logout-all", headers=bearer(ours))).status_code == 204
+    after_logout = await client.get(PROFILE, headers=bearer(before))
+    assert (after_logout.status_code, after_logout.json()["code"]) == (401, "session_revoked")
+    # a token the old service issued later (a second on) still works; a new login does too
+    later = legacy_token(imported.id(name), issued=1)
+    assert (await client.get(PROFILE, headers=bearer(later))).status_code == 200
+    ours = (await log_in(client, name, imported.password(name))).json()["access_token"]
+    assert (await client.get(PROFILE, headers=bearer(ours))).status_code == 200
+
+    name = "pbkdf2_default"
+    before = legacy_token(imported.id(name))
+    assert (await client.get(PROFILE, headers=bearer(before))).status_code == 200
+    changed = await client.post(
+        "/api/v1/users/profile/password",
+        json={"current_password": imported.password(name), "new_password": "a-New-passphrase-77"},
+        headers=bearer(before),
+    )
+    assert changed.status_code == 204
+    assert (await client.get(PROFILE, headers=bearer(before))).status_code == 401
+
+
+async def test_deactivation_ends_legacy_tokens_for_good(
+    client: httpx.AsyncClient, app: FastAPI, imported: DjangoSource
+) -> None:
+    token = legacy_token(imported.id("bcrypt_user"))
+    assert (await client.get(PROFILE, headers=bearer(token))).status_code == 200
+    root = (await log_in(client, "admin", imported.password("admin"))).json()["access_token"]
+    user = f"/api/v1/users/{imported.id('bcrypt_user')}"
+    for active in (False, True):
+        response = await client.patch(user, json={"is_active": active}, headers=bearer(root))
+        assert response.status_code == 200
+    assert (await client.get(PROFILE, headers=bearer(token))).status_code == 401

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from passlib.hash import argon2 as argon2_hash
 from passlib.hash import django_argon2, django_bcrypt_sha256, django_pbkdf2_sha256
 from sqlalchemy import select
 
+from app.core.security import (
+    MAX_ARGON2_MEMORY_KIB,
+    MAX_ARGON2_PARALLELISM,
+    MAX_ARGON2_TIME_COST,
+    MAX_PBKDF2_ITERATIONS,
+    hash_cost_problem,
+)
 from app.models import User
 from tests.conftest import PASSWORD, bearer, register, set_columns
 
@@ -179,3 +188,63 @@ async def test_login_other_content_types_are_415(
     response = await client.post(TOKEN, content=b"username=alice", headers=headers)
     assert response.status_code == 415
     assert response.json()["code"] == "unsupported_media_type"
+
+
+@functools.cache
+def costly_hash(kind: str) -> str:
+    """PASSWORD hashed with a work factor just past what verification accepts (each
+    cheap to compute but for PBKDF2, which takes seconds: computed once)."""
+    if kind == "pbkdf2":
+        return str(django_pbkdf2_sha256.using(rounds=MAX_PBKDF2_ITERATIONS + 1).hash(PASSWORD))
+    if kind == "argon2-time":
+        return str(
+            argon2_hash.using(time_cost=MAX_ARGON2_TIME_COST + 1, memory_cost=1024).hash(PASSWORD)
+        )
+    if kind == "django-argon2-memory":
+        return str(
+            django_argon2.using(memory_cost=MAX_ARGON2_MEMORY_KIB + 1, rounds=1).hash(PASSWORD)
+        )
+    if kind == "django-argon2-lanes":
+        return str(
+            django_argon2.using(
+                parallelism=MAX_ARGON2_PARALLELISM + 1, memory_cost=8 * 1024, rounds=1
+            ).hash(PASSWORD)
+        )
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(
+    "kind", ["pbkdf2", "argon2-time", "django-argon2-memory", "django-argon2-lanes"]
+)
+async def test_a_hash_asking_for_too_much_work_never_verifies(
+    client: httpx.AsyncClient, app: FastAPI, kind: str
+) -> None:
+    """Security review, finding 5: a row edited by hand (or imported before the check)
+    with a huge work factor is refused like a wrong password, even with the right one."""
+    await register(client)
+    await set_columns(app, password=costly_hash(kind))
+    response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        ("pbkdf2_sha256$4000000000$salt$aGFzaA==", "iterations 4000000000"),
+        ("pbkdf2_sha1$5000001$salt$aGFzaA==", "iterations 5000001"),
+        ("bcrypt_sha256$$2b$31$" + "a" * 53, "cost 31"),
+        ("bcrypt$$2b$17$" + "a" * 53, "cost 17"),
+        ("argon2$argon2id$v=19$m=131073,t=2,p=8$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", "memory 131073"),
+        ("$argon2id$v=19$m=19456,t=11,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", "time 11"),
+        ("pbkdf2_sha256$99999999999999$salt$aGFzaA==", "unreadable work factor"),
+        ("pbkdf2_sha256$1000000$salt$aGFzaA==", None),  # Django 5.2's default
+        ("bcrypt_sha256$$2b$12$" + "a" * 53, None),
+        ("argon2$argon2id$v=19$m=102400,t=2,p=8$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo", None),
+        ("!unusable", None),
+    ],
+)
+def test_work_factor_bounds(stored: str, problem: str | None) -> None:
+    found = hash_cost_problem(stored)
+    assert (found is None) == (problem is None), found
+    assert problem is None or (found is not None and problem in found)

@@ -128,6 +128,11 @@ class Settings(DatabaseSettings):
     readiness_timeout: float = Field(
         default=2.0, gt=0, le=60, description="Seconds /readyz waits for the database."
     )
+    legacy_simplejwt_access_token_lifetime: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="The replaced service's SIMPLE_JWT['ACCESS_TOKEN_LIFETIME']: a legacy "
+        "token whose exp - iat is longer is refused. Seconds or ISO 8601; 1 second to 1 day.",
+    )
     legacy_simplejwt_signing_key: SecretStr | None = Field(
         default=None,
         description="The replaced Django service's SECRET_KEY (its SimpleJWT signing key): when "
@@ -182,7 +187,12 @@ class Settings(DatabaseSettings):
             raise ValueError("LEGACY_SIMPLEJWT_SIGNING_KEY must not be empty; unset it instead")
         return key
 
-    @field_validator("access_token_ttl", "refresh_token_ttl", mode="before")
+    @field_validator(
+        "access_token_ttl",
+        "refresh_token_ttl",
+        "legacy_simplejwt_access_token_lifetime",
+        mode="before",
+    )
     @classmethod
     def _seconds(cls, value: object) -> object:
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
@@ -200,6 +210,15 @@ class Settings(DatabaseSettings):
         if not timedelta(minutes=5) <= ttl <= timedelta(days=365):
             raise ValueError("REFRESH_TOKEN_TTL must be between 5 minutes and 365 days")
         return ttl
+
+    @field_validator("legacy_simplejwt_access_token_lifetime")
+    @classmethod
+    def _legacy_lifetime(cls, lifetime: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= lifetime <= timedelta(days=1):
+            raise ValueError(
+                "LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME must be between 1 second and 1 day"
+            )
+        return lifetime
 
     @model_validator(mode="after")
     def _signing_keys(self) -> Settings:

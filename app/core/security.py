@@ -18,6 +18,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from typing import Any, Literal, TypeGuard, cast
 
@@ -51,9 +52,56 @@ PASSWORD_CONTEXT = CryptContext(
     argon2__parallelism=1,
 )
 
+# The highest work factors a stored hash may ask for (Django's defaults: PBKDF2 1,000,000
+# iterations in 5.2, bcrypt cost 12, argon2 m=100 MiB t=2 p=8; ours: argon2 m=19 MiB t=2
+# p=1). A hash may come from an import or a row edited by hand: one asking for more would
+# hold a hashing thread for minutes or hours per attempt (4 billion PBKDF2 iterations, bcrypt
+# cost 31), or its memory (argon2), and a few wrong passwords would stall every login.
+MAX_PBKDF2_ITERATIONS = 5_000_000
+MAX_BCRYPT_COST = 16
+MAX_ARGON2_MEMORY_KIB = 128 * 1024
+MAX_ARGON2_TIME_COST = 10
+MAX_ARGON2_PARALLELISM = 16
+_ARGON2_PHC = (
+    r"\$argon2(?:id|i|d)\$(?:v=[0-9]+\$)?"
+    r"m=(?P<memory>[0-9]{1,12}),t=(?P<time>[0-9]{1,12}),p=(?P<lanes>[0-9]{1,12})\$"
+)
+_WORK_FACTOR = {
+    "django_pbkdf2_sha256": re.compile(r"pbkdf2_sha256\$(?P<iterations>[0-9]{1,12})\$"),
+    "django_pbkdf2_sha1": re.compile(r"pbkdf2_sha1\$(?P<iterations>[0-9]{1,12})\$"),
+    "django_bcrypt_sha256": re.compile(r"bcrypt_sha256\$\$2[abxy]?\$(?P<cost>[0-9]{1,3})\$"),
+    "django_bcrypt": re.compile(r"bcrypt\$\$2[abxy]?\$(?P<cost>[0-9]{1,3})\$"),
+    "argon2": re.compile(_ARGON2_PHC),
+    "django_argon2": re.compile("argon2" + _ARGON2_PHC),
+}
+_LIMITS = {
+    "iterations": MAX_PBKDF2_ITERATIONS,
+    "cost": MAX_BCRYPT_COST,
+    "memory": MAX_ARGON2_MEMORY_KIB,
+    "time": MAX_ARGON2_TIME_COST,
+    "lanes": MAX_ARGON2_PARALLELISM,
+}
+
+
+def hash_cost_problem(stored_hash: str) -> str | None:
+    """Why ``stored_hash``'s work factor is refused (out of bounds or unreadable), or None
+    (also for hashes that have none, or that no handler knows: those never verify)."""
+    scheme = PASSWORD_CONTEXT.identify(stored_hash, required=False)
+    pattern = _WORK_FACTOR.get(scheme or "")
+    if pattern is None:
+        return None
+    match = pattern.match(stored_hash)
+    if match is None:
+        return f"{scheme} hash with an unreadable work factor"
+    for name, value in match.groupdict().items():
+        if int(value) > _LIMITS[name]:
+            return f"{scheme} hash asks for {name} {int(value)}, above {_LIMITS[name]}"
+    return None
+
+
 # SimpleJWT's defaults (ALGORITHM, TOKEN_TYPE_CLAIM, USER_ID_CLAIM, JTI_CLAIM).
 LEGACY_ALGORITHMS = ["HS256"]
-LEGACY_REQUIRED_CLAIMS = ("exp", "token_type", "user_id", "jti")
+LEGACY_REQUIRED_CLAIMS = ("exp", "iat", "token_type", "user_id", "jti")
 MAX_TOKEN_LENGTH = 8192
 _SUBJECT = re.compile(r"[1-9][0-9]{0,18}")
 _SESSION = re.compile(r"[0-9a-f]{32}")
@@ -116,7 +164,9 @@ class PasswordHasher:
         return cast(PasswordCheck, await self._run(self._verify_sync, password, stored_hash))
 
     def _verify_sync(self, password: str, stored_hash: str | None) -> PasswordCheck:
-        if stored_hash is None:
+        if stored_hash is None or hash_cost_problem(stored_hash) is not None:
+            # No user, or a hash asking for more work than any we accept: refused like a
+            # wrong password, at the cost of one.
             PASSWORD_CONTEXT.verify(password, self._dummy_hash)
             return PasswordCheck(valid=False)
         try:
@@ -148,6 +198,13 @@ class TokenClaims:
     user_id: int
     session_id: uuid.UUID
     jti: str
+    issued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyTokenClaims:
+    user_id: int
+    issued_at: float
 
 
 def _b64url(data: bytes) -> str:
@@ -257,9 +314,11 @@ class TokenCodec:
             payload = jws.verify(token, self._verify_keys[kid], self._algorithms)
             # UTF-8 only, as jose decodes it (json.loads would guess UTF-16 or -32 from bytes).
             claims = json.loads(payload.decode("utf-8"))
-        except (JOSEError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
-            # JOSEError covers bad signatures and algorithms; the others are what malformed
-            # headers or payloads have been seen to raise inside the library.
+        except Exception:
+            # JOSEError covers bad signatures and algorithms; malformed headers or payloads
+            # have been seen to raise ValueError, TypeError, KeyError, AttributeError and
+            # RecursionError (JSON nested thousands deep) inside the library. Whatever a
+            # client sends is a 401, never a 500 (tests/test_token_fuzz.py).
             raise InvalidToken() from None
         if not isinstance(claims, dict) or not self._registered_claims_hold(claims):
             raise InvalidToken()
@@ -275,7 +334,9 @@ class TokenCodec:
         user_id = int(subject)
         if user_id > ID_MAX:
             raise InvalidToken()
-        return TokenClaims(user_id=user_id, session_id=uuid.UUID(hex=session), jti=jti)
+        return TokenClaims(
+            user_id=user_id, session_id=uuid.UUID(hex=session), jti=jti, issued_at=claims["iat"]
+        )
 
     def _registered_claims_hold(self, claims: dict[str, Any]) -> bool:
         """RFC 7519 checks, as jose's with require_{exp,iat,iss,aud}: ``exp`` in the future,
@@ -310,28 +371,46 @@ def new_jti() -> str:
     return uuid.uuid4().hex
 
 
+# Clock skew allowed between the replaced service and this one for a legacy token's iat.
+LEGACY_IAT_LEEWAY_SECONDS = 5
+
+
 class LegacyTokenCodec:
     """Verifies access tokens issued by the replaced Django service (SimpleJWT), so that the
     switch logs nobody out. Verify-only, with its own key and algorithm list; refresh tokens
-    (``token_type: "refresh"``) are refused."""
+    (``token_type: "refresh"``) are refused.
 
-    def __init__(self, signing_key: str) -> None:
+    Django keys leak (settings files get committed), so a token signed with one proves
+    little: it must also have ``iat`` (not in the future) and a lifetime ``exp - iat`` no
+    longer than the old service's (``LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME``); the caller
+    checks the rest (an imported account, issued after its tokens' cut-off, a user route).
+    """
+
+    def __init__(self, signing_key: str, max_lifetime: timedelta) -> None:
         self._key = signing_key
-        # jose knows require_exp and require_jti; token_type and user_id are checked below.
-        self._options = {"require_exp": True, "require_jti": True}
+        self._max_lifetime = max_lifetime.total_seconds()
+        # jose knows require_exp, require_iat and require_jti; the rest is checked below.
+        self._options = {"require_exp": True, "require_iat": True, "require_jti": True}
 
-    def user_id_from_access_token(self, token: str) -> int:
+    def verify(self, token: str) -> LegacyTokenClaims:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken()
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=LEGACY_ALGORITHMS, options=self._options
             )
-        except (JOSEError, ValueError, TypeError, KeyError, AttributeError):
+        except Exception:  # as in TokenCodec.verify: whatever a client sends is a 401
             raise InvalidToken() from None
         if not isinstance(claims, dict) or any(c not in claims for c in LEGACY_REQUIRED_CLAIMS):
             raise InvalidToken()
         if claims["token_type"] != "access":  # noqa: S105
+            raise InvalidToken()
+        issued_at, expires = claims.get("iat"), claims["exp"]
+        if not (_is_number(issued_at) and _is_number(expires)):
+            raise InvalidToken()
+        if issued_at > time.time() + LEGACY_IAT_LEEWAY_SECONDS:
+            raise InvalidToken()
+        if expires - issued_at > self._max_lifetime:
             raise InvalidToken()
         # SimpleJWT writes integer primary keys as JSON numbers, other keys as strings.
         user_id = claims["user_id"]
@@ -339,7 +418,7 @@ class LegacyTokenCodec:
             user_id = int(user_id)
         if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= ID_MAX:
             raise InvalidToken()
-        return user_id
+        return LegacyTokenClaims(user_id=user_id, issued_at=issued_at)
 
 
 def is_native_password_hash(stored_hash: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import (
@@ -119,6 +120,15 @@ async def save(session: AsyncSession) -> None:
         raise _conflict_error(exc) from None
     except StaleDataError:
         raise UserNotFound() from None
+
+
+async def set_tokens_valid_after(session: AsyncSession, user_id: int, moment: datetime) -> None:
+    await session.execute(
+        update(User)
+        .where(User.id == user_id)
+        .values(tokens_valid_after=moment)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def delete(session: AsyncSession, user: User) -> None:
@@ -346,9 +356,15 @@ def _conflict_error(exc: IntegrityError) -> UsernameTaken | EmailTaken:
 _USERS = cast(Table, User.__table__)
 
 
-async def id_username_email(session: AsyncSession) -> list[tuple[int, str, str]]:
-    result = await session.execute(select(User.id, User.username, User.email))
-    return [(row.id, row.username, row.email) for row in result]
+async def ids_usernames_imported(session: AsyncSession) -> list[tuple[int, str, bool]]:
+    result = await session.execute(select(User.id, User.username, User.imported))
+    return [(row.id, row.username, row.imported) for row in result]
+
+
+async def identifier_owners(session: AsyncSession) -> dict[str, int]:
+    """Every claimed login identifier (digest) and the id of the account holding it."""
+    result = await session.execute(select(LoginIdentifier.identifier, LoginIdentifier.user_id))
+    return {row.identifier: row.user_id for row in result}
 
 
 async def rows_in_id_range(session: AsyncSession, low: int, high: int) -> dict[int, dict[str, Any]]:
@@ -365,17 +381,16 @@ async def insert_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
 
 
 async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Update by primary key (each mapping holds ``id`` and every other column), as one
+    """Update by primary key (each mapping holds ``id`` and the same other columns), as one
     executemany."""
     if not rows:
         return
     table = _USERS
+    columns = [table.c[name] for name in rows[0] if name != "id"]
     statement = (
         update(table)
         .where(table.c.id == bindparam("key_id", type_=table.c.id.type))
-        .values(
-            {c.name: bindparam(f"new_{c.name}", type_=c.type) for c in table.c if c.name != "id"}
-        )
+        .values({c.name: bindparam(f"new_{c.name}", type_=c.type) for c in columns})
     )
     await session.execute(
         statement,
@@ -383,16 +398,47 @@ async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
     )
 
 
-async def reset_id_sequence(session: AsyncSession) -> None:
-    """After inserting explicit ids: the next generated id is past the highest one.
-
-    PostgreSQL only; SQLite's INTEGER PRIMARY KEY already continues after max(id).
-    """
-    if session.get_bind().dialect.name != "postgresql":
+async def reclaim_identifiers_many(
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """`claim_identifiers` for many users at once (``id``, ``username``, ``email`` each): their
+    claims are replaced; a clash raises IntegrityError (the import checks for them first)."""
+    if not rows:
         return
+    ids = [row["id"] for row in rows]
+    await session.execute(sa_delete(LoginIdentifier).where(LoginIdentifier.user_id.in_(ids)))
     await session.execute(
-        text(
-            "SELECT setval(pg_get_serial_sequence('users', 'id'), "
-            "(SELECT COALESCE(MAX(id), 0) + 1 FROM users), false)"
-        )
+        insert(LoginIdentifier),
+        [
+            {"identifier": digest, "user_id": row["id"]}
+            for row in rows
+            for digest in claimed_identifiers(row["username"], row["email"])
+        ],
     )
+
+
+async def move_id_counter_past(session: AsyncSession, floor: int) -> None:
+    """The next generated id is above ``floor``, above every id in the table and above every
+    id already handed out (never moved back: a deleted user's id is never reused)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text(
+                "SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST(:floor, "
+                "(SELECT COALESCE(MAX(id), 0) FROM users), "
+                "pg_sequence_last_value(pg_get_serial_sequence('users', 'id')::regclass)) + 1, "
+                "false)"
+            ),
+            {"floor": floor},
+        )
+        return
+    # SQLite's AUTOINCREMENT hands out max(sqlite_sequence.seq, MAX(rowid)) + 1.
+    result = await session.execute(
+        text("UPDATE sqlite_sequence SET seq = MAX(seq, :floor) WHERE name = 'users'"),
+        {"floor": floor},
+    )
+    assert isinstance(result, CursorResult)
+    if result.rowcount == 0:
+        await session.execute(
+            text("INSERT INTO sqlite_sequence (name, seq) VALUES ('users', :floor)"),
+            {"floor": floor},
+        )

@@ -2,24 +2,25 @@
 
 Two passes over the source table, in batches, never a round trip per row:
 
-1. ids, usernames and emails only: rows whose email (trimmed, lower-cased) or username (NFKC)
-   equals another row's, or belongs to another account of this service, are failures.
-2. every column: each row is validated with the API's own field rules (``app.schemas.fields``),
-   compared with the row of the same id here and inserted or updated (one executemany per
-   batch); avatar files are copied into our media storage.
+1. ids, usernames and emails only: rows whose id belongs to an account created here (never
+   merged into: its owner is not the Django user), and rows whose username (NFKC) or login
+   identifier (email, or a username holding an @, compared as login compares them) equals
+   another row's or belongs to another account of this service, are failures.
+2. every column: each row is validated with the API's own field rules (``app.schemas.fields``;
+   a password hash whose work factor is out of bounds too), compared with the row of the same
+   id here and inserted (marked ``imported``) or updated (one executemany per batch); avatar
+   files are checked and re-encoded as uploads are, into our media storage.
 
 The session's transaction holds every write; the caller commits only when ``report.commit``
-(not a dry run, and no failure unless ``skip_invalid``). Django password hashes are kept as
-stored: ``PASSWORD_CONTEXT`` verifies them and upgrades them to argon2id on the next login.
+(not a dry run, and no failure unless ``skip_invalid``), and then the id counter has been
+moved past the highest source id. Django password hashes are kept as stored:
+``PASSWORD_CONTEXT`` verifies them and upgrades them to argon2id on the next login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
-import shutil
-import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -35,7 +36,11 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.core.security import is_native_password_hash
+from app.core.config import AVATAR_PIXELS_CEILING
+from app.core.errors import InvalidImage
+from app.core.identifiers import claimed_identifiers, normalize_email, normalize_username
+from app.core.images import CONTENT_TYPES, reencode
+from app.core.security import hash_cost_problem, is_native_password_hash
 from app.models.user import PASSWORD_HASH_MAX
 from app.repositories import users as users_repo
 from app.schemas.fields import Email, PersonName, PhoneNumber, Username, reject_control_characters
@@ -45,7 +50,6 @@ AVATAR_DIRECTORY = "avatars"
 # Names of copied avatars derive from the user id and the file's content, so a re-run finds
 # the file it copied before and leaves the row unchanged.
 _AVATAR_NAMESPACE = uuid.UUID("5b0f7d3e-8f7c-4b8e-9a0e-2f1f5d3c9a41")
-_SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,10}")
 _MAX_ID = 2**63 - 1
 # The AbstractUser columns; number_phone and avatar come from the service's own model.
 REQUIRED_COLUMNS = (
@@ -78,6 +82,7 @@ COMPARED_COLUMNS = (
 )
 
 Progress = Callable[[str], None]
+LOCAL_ACCOUNT = "id belongs to an account created here"
 
 
 class DjangoImportError(Exception):
@@ -90,6 +95,8 @@ class ImportOptions:
     table: str | None = None
     media_root: Path | None = None  # the Django service's MEDIA_ROOT
     target_media_root: Path = Path("media")  # ours (MEDIA_ROOT)
+    avatar_max_bytes: int = 2 * 1024 * 1024  # ours (AVATAR_MAX_BYTES, AVATAR_MAX_PIXELS)
+    avatar_max_pixels: int = AVATAR_PIXELS_CEILING
     dry_run: bool = False
     skip_invalid: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -144,6 +151,13 @@ class ImportReport:
         return lines
 
 
+def _sane_work_factor(stored_hash: str) -> str:
+    problem = hash_cost_problem(stored_hash)
+    if problem is not None:
+        raise ValueError(f"password hash refused: {problem}")
+    return stored_hash
+
+
 class ImportedUser(BaseModel):
     """One source row, checked with the rules the API applies to the same fields."""
 
@@ -155,6 +169,7 @@ class ImportedUser(BaseModel):
         str,
         AfterValidator(reject_control_characters),
         Field(min_length=1, max_length=PASSWORD_HASH_MAX),
+        AfterValidator(_sane_work_factor),
     ]
     email: Email
     first_name: PersonName
@@ -168,13 +183,11 @@ class ImportedUser(BaseModel):
     is_superuser: bool
 
 
-def email_key(email: object) -> str | None:
-    """The email as we store it (trimmed, lower-cased), for duplicate detection."""
-    return email.strip().lower() if isinstance(email, str) else None
-
-
-def username_key(username: object) -> str | None:
-    return unicodedata.normalize("NFKC", username) if isinstance(username, str) else None
+def _claims(username: object, email: object) -> dict[str, str]:
+    """The login identifiers a source row would claim (see `claimed_identifiers`)."""
+    if not isinstance(username, str) or not isinstance(email, str):
+        return {}
+    return claimed_identifiers(normalize_username(username), normalize_email(email))
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -260,82 +273,107 @@ def _reasons(exc: ValidationError) -> str:
 
 
 class _Checker:
-    """Pass 1: duplicates after normalisation, within the source and against our users."""
+    """Pass 1: source ids that belong to accounts created here; usernames (NFKC) and login
+    identifiers (emails, usernames holding an @: see `claimed_identifiers`) equal after
+    normalisation, within the source and against our accounts."""
 
-    def __init__(self, ours: list[tuple[int, str, str]]) -> None:
-        self.emails: defaultdict[str, list[int]] = defaultdict(list)
-        self.usernames: defaultdict[str, list[int]] = defaultdict(list)
+    def __init__(self, ours: list[tuple[int, str, bool]], our_claims: dict[str, int]) -> None:
+        self.usernames: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
+        self.claims: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
         self.source_ids: set[int] = set()
-        self._our_email = {email: user_id for user_id, _, email in ours}
+        self.max_id = 0
+        self._local_ids = {user_id for user_id, _, imported in ours if not imported}
         self._our_username = {username: user_id for user_id, username, _ in ours}
+        self._our_claims = our_claims
 
     def add(self, row_id: int, username: object, email: object) -> None:
         self.source_ids.add(row_id)
-        if (key := email_key(email)) is not None:
-            self.emails[key].append(row_id)
-        if (key := username_key(username)) is not None:
-            self.usernames[key].append(row_id)
+        self.max_id = max(self.max_id, row_id)
+        if isinstance(username, str):
+            self.usernames[normalize_username(username)].append((row_id, "username"))
+        for digest, what in _claims(username, email).items():
+            self.claims[digest].append((row_id, what))
 
     def problems(self) -> list[RowProblem]:
-        problems: list[RowProblem] = []
-        for what, keys, ours in (
-            ("email", self.emails, self._our_email),
-            ("username", self.usernames, self._our_username),
-        ):
-            for key, ids in keys.items():
-                if len(ids) > 1:
-                    for row_id in ids:
-                        others = ", ".join(str(other) for other in ids if other != row_id)
-                        problems.append(
-                            RowProblem(
-                                row_id, f"{what} equal after normalisation to row(s) {others}"
-                            )
-                        )
+        local = self.source_ids & self._local_ids
+        problems = [RowProblem(row_id, LOCAL_ACCOUNT) for row_id in local]
+        # Our accounts that the import rewrites release what they hold now.
+        rewritten = self.source_ids - local
+        for groups, ours in ((self.usernames, self._our_username), (self.claims, self._our_claims)):
+            for key, holders in groups.items():
+                problems.extend(_clashes(holders))
                 owner = ours.get(key)
-                if owner is not None and owner not in self.source_ids:
+                if owner is not None and owner not in rewritten:
                     problems.extend(
                         RowProblem(
                             row_id, f"{what} already belongs to user {owner} of this service"
                         )
-                        for row_id in ids
+                        for row_id, what in holders
                         if row_id != owner
                     )
-        return problems
+        return list(dict.fromkeys(problems))  # a username holding an @ is checked twice
+
+
+def _clashes(holders: list[tuple[int, str]]) -> list[RowProblem]:
+    """Source rows that share one identifier: each is reported with the others."""
+    problems = []
+    for row_id, what in holders:
+        others = [(other, other_what) for other, other_what in holders if other != row_id]
+        if not others:
+            continue
+        ids = ", ".join(str(other) for other, _ in others)
+        other_whats = sorted({other_what for _, other_what in others})
+        whose = "" if other_whats == [what] else f"the {' or '.join(other_whats)} of "
+        problems.append(
+            RowProblem(row_id, f"{what} equal after normalisation to {whose}row(s) {ids}")
+        )
+    return problems
 
 
 async def _check_duplicates(
     session: AsyncSession, source: AsyncConnection, table: sa.Table, options: ImportOptions
-) -> tuple[int, list[RowProblem]]:
-    checker = _Checker(await users_repo.id_username_email(session))
+) -> tuple[_Checker, list[RowProblem]]:
+    checker = _Checker(
+        await users_repo.ids_usernames_imported(session),
+        await users_repo.identifier_owners(session),
+    )
     statement = sa.select(table.c.id, table.c.username, table.c.email).order_by(table.c.id)
-    read = 0
     async for batch in _batches(source, statement, options.batch_size):
         for row in batch:
             checker.add(row.id, row.username, row.email)
-        read += len(batch)
-    return read, checker.problems()
+    return checker, checker.problems()
+
+
+_EXTENSIONS = tuple(CONTENT_TYPES)
 
 
 def store_avatar(
-    source: Path, user_id: int, media_root: Path, *, dry_run: bool
+    source: Path, user_id: int, options: ImportOptions, *, dry_run: bool
 ) -> tuple[str, bool]:
-    """Copy one avatar into our media storage; return its relative path and whether a file
-    was created. The only place that writes avatar files during an import: it is where the
-    avatar storage interface plugs in.
+    """Check and re-encode one avatar as an upload is (type by content, size, pixels,
+    metadata stripped) and store it in our media; return its relative path and whether a
+    file was created. The only place that writes avatar files during an import: it is where
+    the avatar storage interface plugs in. Raises InvalidImage for a refused file.
 
     The name is server-generated (``avatars/<uuid>.<ext>``), derived from the user id and the
-    content so that a re-run maps the same file to the same path and copies nothing.
+    source file's content, so that a re-run finds the file it wrote and re-encodes nothing.
     """
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    suffix = source.suffix.lower()
-    name = uuid.uuid5(_AVATAR_NAMESPACE, f"{user_id}:{digest}").hex
-    relative = f"{AVATAR_DIRECTORY}/{name}{suffix if _SAFE_SUFFIX.fullmatch(suffix) else ''}"
-    target = media_root / relative
-    if dry_run or target.is_file():
+    if source.stat().st_size > options.avatar_max_bytes:
+        raise InvalidImage("file_too_large", f"The file exceeds {options.avatar_max_bytes} bytes.")
+    data = source.read_bytes()
+    name = uuid.uuid5(_AVATAR_NAMESPACE, f"{user_id}:{hashlib.sha256(data).hexdigest()}").hex
+    for extension in _EXTENSIONS:
+        relative = f"{AVATAR_DIRECTORY}/{name}.{extension}"
+        if (options.target_media_root / relative).is_file():
+            return relative, False
+    image = reencode(data, options.avatar_max_pixels)
+    relative = f"{AVATAR_DIRECTORY}/{name}.{image.extension}"
+    if dry_run:
         return relative, False
+    target = options.target_media_root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, partial)
+    partial.write_bytes(image.data)
     partial.replace(target)
     return relative, True
 
@@ -357,7 +395,11 @@ def _import_avatar(
     if not source.is_file():
         report.avatar_warnings.append(RowProblem(row_id, f"avatar file not found: {stored}"))
         return None
-    relative, created = store_avatar(source, row_id, options.target_media_root, dry_run=not copy)
+    try:
+        relative, created = store_avatar(source, row_id, options, dry_run=not copy)
+    except InvalidImage as exc:
+        report.avatar_warnings.append(RowProblem(row_id, f"avatar {stored} refused: {exc.detail}"))
+        return None
     if created:
         report.copied_files.append(options.target_media_root / relative)
     return relative
@@ -429,11 +471,16 @@ async def import_django_users(
                 table=table.name, dry_run=options.dry_run, skip_invalid=options.skip_invalid
             )
             say(f"checking {table.name} for duplicates")
-            total, problems = await _check_duplicates(session, source, table, options)
+            checker, problems = await _check_duplicates(session, source, table, options)
             report.failures.extend(problems)
             failed = {problem.row_id for problem in problems}
+            total = len(checker.source_ids)
             say(f"{total} rows; {len(failed)} duplicate(s) so far")
             await _write(session, source, table, options, report, failed, total, say)
+            if report.commit:
+                # Past every source id, skipped rows included: an account registered here
+                # never gets an id that a later import of a fixed row would claim.
+                await users_repo.move_id_counter_past(session, checker.max_id)
     except IntegrityError as exc:
         raise DjangoImportError(
             "a unique constraint failed while writing (an email or username moved between "
@@ -471,21 +518,26 @@ async def _write(
         changed: list[dict[str, Any]] = []
         for values in rows:
             existing = ours.get(values["id"])
+            if existing is not None and not existing["imported"]:
+                # Created here since pass 1: never merged into.
+                report.failures.append(RowProblem(values["id"], LOCAL_ACCOUNT))
+                failed.add(values["id"])
+                continue
             update = _merge(values, existing)
             if update is None:
                 report.unchanged += 1
             elif existing is None:
-                new.append(update)
+                new.append({**update, "imported": True})
             else:
                 changed.append(update)
         report.created += len(new)
         report.updated += len(changed)
         if writing:
-            await users_repo.insert_many(session, new)
+            # Updates first: a row may release an email that a new row takes.
             await users_repo.update_many(session, changed)
+            await users_repo.insert_many(session, new)
+            await users_repo.reclaim_identifiers_many(session, [*changed, *new])
         say(f"{report.read}/{total} rows read")
-    if report.commit and report.created:
-        await users_repo.reset_id_sequence(session)
     await session.flush()
 
 

@@ -7,9 +7,11 @@ session is still live, so logout and revocation take effect at once, not at expi
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -23,18 +25,23 @@ from app.core.errors import (
     UserNotFound,
 )
 from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
+from app.models.base import utcnow
 from app.models.user import User, UserSnapshot
 from app.repositories import auth_sessions as sessions_repo
 from app.repositories import users as users_repo
 from app.repositories.live_users import LiveUserReader
 
 
-class _HasActiveFlag(Protocol):
+class _TokenHolder(Protocol):
     @property
     def is_active(self) -> bool: ...
+    @property
+    def imported(self) -> bool: ...
+    @property
+    def tokens_valid_after(self) -> datetime | None: ...
 
 
-UserT = TypeVar("UserT", bound=_HasActiveFlag)
+UserT = TypeVar("UserT", bound=_TokenHolder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +97,10 @@ async def logout(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> Non
 
 
 async def revoke_all(db: AsyncSession, user_id: int) -> None:
-    """End every session of the user: logout-all, password change, deactivation."""
+    """End every session of the user and every token issued until now (the replaced
+    service's too, which have no session): logout-all, password change, deactivation."""
     await sessions_repo.revoke_all_for_user(db, user_id)
+    await users_repo.set_tokens_valid_after(db, user_id, utcnow())
 
 
 async def user_from_access_token(
@@ -103,8 +112,10 @@ async def user_from_access_token(
     """401 for a bad token, an ended session or an inactive user; 404 when the user is gone.
 
     Our own tokens first; the Django service's SimpleJWT access tokens only when
-    LEGACY_SIMPLEJWT_SIGNING_KEY is set and ours did not verify. Those carry no session,
-    so they live out their (short) original lifetime unless the user is deactivated.
+    ``legacy_codec`` is given (LEGACY_SIMPLEJWT_SIGNING_KEY is set, and the route is one of
+    the signed-in user's own) and ours did not verify. Those carry no session: they are
+    accepted for imported accounts only, and end at the account's token cut-off
+    (logout-all, password change, deactivation) or their (short, capped) lifetime.
     """
     return await _resolve(
         codec,
@@ -138,12 +149,33 @@ async def _resolve(
     except InvalidToken:
         if legacy_codec is None:
             raise
-        return _usable(await user_by_id(legacy_codec.user_id_from_access_token(token)))
+        legacy = legacy_codec.verify(token)
+        holder = _usable(await user_by_id(legacy.user_id))
+        if not holder.imported:  # an id the Django service never gave this account
+            raise InvalidToken() from None
+        if not _issued_in_time(holder.tokens_valid_after, legacy.issued_at, has_session=False):
+            raise SessionRevoked() from None
+        return holder
     user, session_live = await user_with_session_state(claims.user_id, claims.session_id)
     user = _usable(user)
-    if not session_live:
+    if not session_live or not _issued_in_time(
+        user.tokens_valid_after, claims.issued_at, has_session=True
+    ):
         raise SessionRevoked()
     return user
+
+
+def _issued_in_time(cutoff: datetime | None, issued_at: float, *, has_session: bool) -> bool:
+    """Whether a token issued at ``issued_at`` (seconds) is after the user's token cut-off.
+
+    ``iat`` has whole seconds. One of our tokens issued in the cut-off's own second is let
+    through here (a login right after a logout-all must work) and stopped by its session,
+    which the cut-off ended; a legacy token has no session and must be of a later second.
+    """
+    if cutoff is None:
+        return True
+    moment = cutoff.timestamp()
+    return issued_at >= math.floor(moment) if has_session else issued_at > moment
 
 
 def _usable(user: UserT | None) -> UserT:

@@ -8,6 +8,7 @@ Run in a subprocess with the database in the environment (see oldsite/settings.p
 Prints JSON: ``{"table", "users": {username: {"id", "password", "hash"}}, "tokens": {...}}``.
 """
 
+import io
 import json
 import os
 import sys
@@ -35,7 +36,18 @@ HASHERS = {
     "scrypt_user": "django.contrib.auth.hashers.ScryptPasswordHasher",
 }
 FAST_HASHER = "users.hashers.LowIterationPBKDF2PasswordHasher"
-AVATAR_BYTES = b"\x89PNG\r\n\x1a\n" + b"avatar-of-the-old-service"
+NOT_AN_IMAGE = b"\x89PNG\r\n\x1a\n" + b"<script>not an image</script>"
+
+
+def avatar_png():
+    """A real 16x8 PNG carrying a text chunk (metadata the import must strip)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "taken at home, 51.5N 0.1W")
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 8), (200, 30, 30)).save(buffer, "PNG", pnginfo=info)
+    return buffer.getvalue()
 
 
 def password_for(username):
@@ -71,8 +83,10 @@ def build():
 
     media = Path(settings.MEDIA_ROOT)
     (media / "avatars").mkdir(parents=True, exist_ok=True)
-    (media / "avatars" / "face.png").write_bytes(AVATAR_BYTES)
+    (media / "avatars" / "face.png").write_bytes(avatar_png())
+    (media / "avatars" / "fake.png").write_bytes(NOT_AN_IMAGE)
     users["with_avatar"] = create("with_avatar", avatar="avatars/face.png")
+    users["fake_avatar"] = create("fake_avatar", avatar="avatars/fake.png")
     users["lost_avatar"] = create("lost_avatar", avatar="avatars/gone.jpg")
 
     holder = users["argon2_user"]
