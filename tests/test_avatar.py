@@ -581,6 +581,20 @@ def test_reencode_stores_every_format_cleanly_or_raises_invalid_image() -> None:
     assert raised == {}
 
 
+def test_every_png_mode_keeps_its_pixels_and_transparency() -> None:
+    """Palette, 1/2/4/16-bit, grey with alpha, colour keys (tRNS): stored losslessly."""
+    changed = {}
+    for name, data in png_variants().items():
+        with Image.open(io.BytesIO(data)) as source:
+            expected = source.convert("RGBA").tobytes()
+            if source.mode == "I;16" and "transparency" in source.info:
+                continue  # keeps its 16 bits, loses its colour key (see KEYED_TO_ALPHA)
+        with Image.open(io.BytesIO(reencode(data, 4096 * 4096).data)) as result:
+            if result.convert("RGBA").tobytes() != expected:
+                changed[name] = result.mode
+    assert changed == {}
+
+
 async def test_every_format_pillow_writes_is_stored_cleanly_or_refused(
     client: httpx.AsyncClient, app: FastAPI, token: str
 ) -> None:

@@ -46,6 +46,12 @@ CONTENT_TYPES = {spec.extension: spec.content_type for spec in FORMATS.values()}
 # as phone cameras write) as "MPO": its first frame is a plain JPEG.
 DECODED_AS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP"}
 
+# A PNG in these modes can name one transparent colour (a tRNS chunk, in ``info`` with the
+# metadata that is dropped): such an image is stored with an alpha band instead. (A 16-bit
+# grey PNG, "I;16", keeps its depth and loses its colour key: Pillow has no 16-bit mode with
+# alpha, and a 16-bit grey picture converted to 8 bits would be clipped, not scaled.)
+KEYED_TO_ALPHA = {"1": "LA", "L": "LA", "RGB": "RGBA"}
+
 NOT_AN_IMAGE = "The file is not a PNG, JPEG or WebP image."
 
 
@@ -108,8 +114,10 @@ def _clean_copy(image: Image.Image, spec: ImageFormat) -> Image.Image:
         upright = ImageOps.exif_transpose(image)  # a new, single-frame image
     except Exception:  # unreadable EXIF: keep the pixels as they are
         upright = image.copy()
-    if upright.mode not in spec.modes:
-        has_alpha = upright.has_transparency_data
+    has_alpha = upright.has_transparency_data
+    if has_alpha and KEYED_TO_ALPHA.get(upright.mode) in spec.modes:
+        upright = upright.convert(KEYED_TO_ALPHA[upright.mode])  # keeps the colour key
+    elif upright.mode not in spec.modes:
         upright = upright.convert("RGBA" if has_alpha and "RGBA" in spec.modes else "RGB")
     upright.info = {}  # EXIF, XMP, ICC, comments, text chunks: none is written
     return upright
