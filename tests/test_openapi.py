@@ -161,3 +161,19 @@ def test_admin_parameters_are_bounded(schema: dict[str, Any]) -> None:
     assert set(params) == {"search", "is_active", "is_staff", "ordering", "limit", "offset"}
     assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, 100)
     assert "-last_login" in params["ordering"]["schema"]["enum"]
+
+
+def test_every_declared_body_has_a_schema(schema: dict[str, Any]) -> None:
+    """Client generators skip, with a warning, a request or response body without one."""
+    for path, method, operation in operations(schema):
+        bodies = [("request", operation.get("requestBody", {}))]
+        bodies += list(operation["responses"].items())
+        for status, body in bodies:
+            for content_type, media in body.get("content", {}).items():
+                assert media.get("schema"), (path, method, status, content_type)
+
+
+def test_media_images_are_binary_strings(schema: dict[str, Any]) -> None:
+    content = schema["paths"]["/media/{name}"]["get"]["responses"]["200"]["content"]
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    assert content == {"image/png": binary, "image/jpeg": binary, "image/webp": binary}

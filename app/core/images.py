@@ -41,6 +41,17 @@ FORMATS = {
 }
 CONTENT_TYPES = {spec.extension: spec.content_type for spec in FORMATS.values()}
 
+# The ``format`` Pillow reports for what those three decoders open, and the format it is
+# stored as. The JPEG decoder opens a JPEG that carries extra frames (a Multi-Picture Object,
+# as phone cameras write) as "MPO": its first frame is a plain JPEG.
+DECODED_AS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP"}
+
+# A PNG in these modes can name one transparent colour (a tRNS chunk, in ``info`` with the
+# metadata that is dropped): such an image is stored with an alpha band instead. (A 16-bit
+# grey PNG, "I;16", keeps its depth and loses its colour key: Pillow has no 16-bit mode with
+# alpha, and a 16-bit grey picture converted to 8 bits would be clipped, not scaled.)
+KEYED_TO_ALPHA = {"1": "LA", "L": "LA", "RGB": "RGBA"}
+
 NOT_AN_IMAGE = "The file is not a PNG, JPEG or WebP image."
 
 
@@ -54,10 +65,11 @@ class EncodedImage:
 
 
 def reencode(data: bytes, max_pixels: int) -> EncodedImage:
-    """Decode ``data`` as PNG, JPEG or WebP and re-encode it in the same format, clean.
+    """Decode ``data`` as PNG, JPEG or WebP and re-encode it in the same format, clean (the
+    first frame of an animation or of an MPO; an MPO is stored as a plain JPEG).
 
     Raises InvalidImage (422) for anything else: empty, another format, too many pixels,
-    truncated or corrupt.
+    truncated or corrupt; it raises no other exception (its callers rely on that).
     """
     if not data:
         raise InvalidImage("empty_file", "The file is empty.")
@@ -73,12 +85,15 @@ def reencode(data: bytes, max_pixels: int) -> EncodedImage:
         width, height = image.size
         if width < 1 or height < 1 or width * height > max_pixels:
             raise _too_large(max_pixels)  # before a single pixel is decoded
-        spec = FORMATS[str(image.format)]
+        stored_as = DECODED_AS.get(str(image.format))
+        if stored_as is None:  # a decoder reported a format this module does not know
+            raise InvalidImage("invalid_image_type", NOT_AN_IMAGE)
+        spec = FORMATS[stored_as]
         try:
             image.load()
             clean = _clean_copy(image, spec)
             output = io.BytesIO()
-            clean.save(output, image.format, **dict(spec.save_options))
+            clean.save(output, stored_as, **dict(spec.save_options))
         except Exception:
             raise InvalidImage(
                 "invalid_image", "The image could not be decoded: it is truncated or corrupt."
@@ -99,8 +114,10 @@ def _clean_copy(image: Image.Image, spec: ImageFormat) -> Image.Image:
         upright = ImageOps.exif_transpose(image)  # a new, single-frame image
     except Exception:  # unreadable EXIF: keep the pixels as they are
         upright = image.copy()
-    if upright.mode not in spec.modes:
-        has_alpha = upright.has_transparency_data
+    has_alpha = upright.has_transparency_data
+    if has_alpha and KEYED_TO_ALPHA.get(upright.mode) in spec.modes:
+        upright = upright.convert(KEYED_TO_ALPHA[upright.mode])  # keeps the colour key
+    elif upright.mode not in spec.modes:
         upright = upright.convert("RGBA" if has_alpha and "RGBA" in spec.modes else "RGB")
     upright.info = {}  # EXIF, XMP, ICC, comments, text chunks: none is written
     return upright

@@ -27,7 +27,10 @@ MEDIA_HEADERS = {
     response_class=Response,
     responses={
         200: {
-            "content": {content_type: {} for content_type in CONTENT_TYPES.values()},
+            "content": {
+                content_type: {"schema": {"type": "string", "format": "binary"}}
+                for content_type in CONTENT_TYPES.values()
+            },
             "description": "The image, with its type and `X-Content-Type-Options: nosniff`.",
         },
         **error_responses(404, descriptions={404: "No such file."}),
