@@ -49,7 +49,8 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_database_url(), poolclass=NullPool)
+    # hide_parameters: a failed statement's message never carries its values.
+    engine = create_async_engine(_database_url(), poolclass=NullPool, hide_parameters=True)
     async with engine.connect() as connection:
         await connection.run_sync(_run_sync)
     await engine.dispose()
