@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
         docs_url=None,  # served by install_docs, with local assets
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.expose_docs else None,
     )
     app.state.settings = settings
     app.state.password_hasher = PasswordHasher(settings.password_hash_threads)
@@ -106,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(keys.router)
     app.include_router(metrics.router)
-    install_docs(app)
+    if settings.expose_docs:
+        install_docs(app)
     app.include_router(media.router)
 
     if settings.cors_origins:

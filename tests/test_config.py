@@ -32,6 +32,15 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.avatar_max_bytes == 2 * 1024 * 1024
     assert settings.avatar_max_pixels == 4096 * 4096
     assert settings.legacy_simplejwt_signing_key is None  # old SimpleJWT tokens: off
+    assert settings.expose_docs is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("true", True)])
+def test_expose_docs_from_the_environment(
+    value: str, expected: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPOSE_DOCS", value)
+    assert make(secret_key_file=tmp_path / "key").expose_docs is expected
 
 
 def test_development_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:

@@ -1,10 +1,15 @@
-"""The per-request session: commit or roll back, and the callbacks that follow the outcome."""
+"""The per-request session: commit or roll back, and the callbacks that follow the outcome;
+SQL errors without their parameters."""
 
 from __future__ import annotations
+
+import traceback
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from app.core.db import after_commit, after_rollback
 from app.core.errors import AppError, RefreshTokenReused, UserNotFound
@@ -44,3 +49,20 @@ async def test_callbacks_follow_the_transaction_outcome(
     assert outcomes == [outcome]
     if isinstance(error, AppError):
         assert response.json()["code"] == error.code
+
+
+async def test_sql_errors_do_not_carry_the_statement_parameters(app: FastAPI) -> None:
+    """hide_parameters on both backends: the error's text names the statement, not the values."""
+    secret = "pbkdf2_sha256$600000$salt$not-to-be-logged="
+    insert = text(
+        "INSERT INTO users (username, password, email, date_joined) "
+        "VALUES ('alice', :password, 'alice@example.com', CURRENT_TIMESTAMP)"
+    )
+    async with app.state.engine.begin() as connection:
+        await connection.execute(insert, {"password": secret})
+    with pytest.raises(IntegrityError) as caught:  # the same username again
+        async with app.state.engine.begin() as connection:
+            await connection.execute(insert, {"password": secret})
+    assert "INSERT INTO users" in str(caught.value)
+    assert secret not in str(caught.value)
+    assert secret not in "".join(traceback.format_exception(caught.value))

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import PASSWORD, bearer, login, register, run_server, user_payload
+from tests.conftest import (
+    PASSWORD,
+    bearer,
+    is_postgres,
+    login,
+    new_database,
+    register,
+    run_server,
+    user_payload,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -136,3 +149,41 @@ def test_server_logs_json_without_secrets_and_sums_metrics_over_workers(
     assert {("/api/v1/auth/token", 200), ("/api/v1/auth/token", 401)} <= statuses
     assert ("/api/v1/auth/token/refresh", 200) in statuses
     assert not any(' - "' in raw for raw in text.splitlines())  # no uvicorn access lines
+
+
+async def _refuse_new_users(database_url: str) -> None:
+    """Make every INSERT INTO users fail in the database, after the row is built: PostgreSQL
+    then quotes the whole row (its password hash) in the error's DETAIL."""
+    statement = (
+        "ALTER TABLE users ADD CONSTRAINT refuse_new_rows CHECK (false) NOT VALID"
+        if is_postgres(database_url)
+        else "CREATE TRIGGER refuse_new_rows BEFORE INSERT ON users "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_database_errors_are_logged_without_the_values(backend: str, tmp_path: Path) -> None:
+    """An unexpected database error on registration (a 500) is logged with its traceback and
+    SQL, never with the password hash it was writing (SQL parameters, PostgreSQL's DETAIL)."""
+    with (
+        new_database(backend, tmp_path) as database_url,
+        run_server(database_url, tmp_path) as base_url,
+    ):
+        asyncio.run(_refuse_new_users(database_url))
+        response = httpx.post(f"{base_url}/api/v1/auth/register", json=user_payload())
+        assert response.status_code == 500
+        assert response.json()["code"] == "internal_error"
+    log_path = next(tmp_path.glob("server-*.log"))
+    text = log_path.read_text()
+    (error,) = [line for line in _log_lines(log_path) if line["logger"] == "app.errors"]
+    assert "IntegrityError" in error["exc_info"]
+    assert "INSERT INTO users" in error["exc_info"]
+    assert "$argon2id$" not in text  # no password hash, in any line
+    assert PASSWORD not in text

@@ -9,7 +9,7 @@ import pytest
 
 from app.core.config import Settings
 from app.main import create_app
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, asgi_client, running_app
 from tests.test_register import PUBLIC_FIELDS
 
 
@@ -127,6 +127,40 @@ async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
     spec = await client.get("/openapi.json")
     assert spec.status_code == 200
     assert spec.json()["info"]["title"] == "userservice"
+
+
+# Everything EXPOSE_DOCS switches: the pages, Swagger UI's OAuth2 redirect, the schema and
+# the pages' JavaScript and CSS.
+DOCS_PATHS = (
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    "/docs-assets/swagger-ui-bundle.js",
+    "/docs-assets/redoc.standalone.js",
+)
+
+
+@pytest.mark.parametrize("expose_docs", [True, False])
+async def test_expose_docs_serves_or_hides_the_docs(settings: Settings, expose_docs: bool) -> None:
+    configured = settings.model_copy(update={"expose_docs": expose_docs})
+    async with running_app(configured) as app, asgi_client(app) as client:
+        for path in DOCS_PATHS:
+            response = await client.get(path)
+            if expose_docs:
+                assert response.status_code == 200, path
+            else:
+                assert response.status_code == 404, path
+                assert response.json() == {"detail": "Not Found", "code": "not_found"}
+        # The routes outside the schema are still there.
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 200
+        assert (await client.get("/api/v1/users/profile")).status_code == 401
+
+
+def test_expose_docs_off_leaves_the_api_unchanged(schema: dict[str, Any]) -> None:
+    off = Settings(_env_file=None, secret_key=TEST_SECRET_KEY, expose_docs=False)
+    assert create_app(off).openapi() == schema
 
 
 def test_account_and_admin_schemas_are_named_and_forbid_extra_fields(

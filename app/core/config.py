@@ -125,6 +125,10 @@ class Settings(DatabaseSettings):
     )
     image_threads: int = Field(default=2, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    expose_docs: bool = Field(
+        default=True,
+        description="Serve /docs, /redoc, /openapi.json and their assets; off: all are 404.",
+    )
     readiness_timeout: float = Field(
         default=2.0, gt=0, le=60, description="Seconds /readyz waits for the database."
     )

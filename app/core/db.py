@@ -29,9 +29,13 @@ Callback = Callable[[], Awaitable[None]]
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+    # hide_parameters on both backends: SQLAlchemy's error messages (and its statement log)
+    # never carry the values (password hashes, tokens). The drivers' own messages can still
+    # quote a row; app.core.logging leaves them out of the log.
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url,
+            hide_parameters=True,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
@@ -40,7 +44,6 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     # hang: opening a connection, each statement (asyncpg's command_timeout, and the
     # server's statement_timeout), waiting for a pooled connection. pool_pre_ping replaces
     # connections that died while the database was away, so the service recovers by itself.
-    # hide_parameters: SQL errors in the log never carry the values (password hashes, tokens).
     return create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,

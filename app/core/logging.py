@@ -2,7 +2,8 @@
 
 Requests are logged by `RequestLogMiddleware` (uvicorn's access log is off). No record
 carries a request body or header; as a second line of defence, anything that looks like a
-bearer credential or a JWT is replaced before a line is written.
+bearer credential or a JWT is replaced before a line is written. Tracebacks of database
+errors leave out the errors' messages, which can quote the values of a row.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.exc import StatementError
 
 REQUEST_LOGGER = "app.requests"
 
@@ -29,6 +33,94 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+# Exceptions of the database layer. Their messages can hold the values of a statement or
+# a row, whatever the engine's hide_parameters: PostgreSQL's "DETAIL: Failing row contains
+# (...)" (the password hash included), asyncpg's "invalid input for query argument $1:
+# '...'". A traceback shows them (and the exceptions they wrap) by type and by what names
+# the failure: SQLSTATE, constraint, table, column, and the SQL with its placeholders.
+_DATABASE_ERROR_MODULES = ("sqlalchemy.", "asyncpg.", "aiosqlite.", "sqlite3")
+_DATABASE_ERROR_FIELDS = (
+    "sqlstate",  # asyncpg, and SQLAlchemy's asyncpg exceptions
+    "sqlite_errorname",  # sqlite3
+    "schema_name",
+    "table_name",
+    "column_name",
+    "data_type_name",
+    "constraint_name",
+)
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _from_database_layer(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith(_DATABASE_ERROR_MODULES)
+
+
+def _chain(exc: BaseException, seen: set[int]) -> list[BaseException]:
+    """``exc``, its causes and contexts, and the members of exception groups."""
+    if id(exc) in seen:
+        return []
+    seen.add(id(exc))
+    found = [exc]
+    for inner in (exc.__cause__, exc.__context__):
+        if inner is not None:
+            found += _chain(inner, seen)
+    if isinstance(exc, BaseExceptionGroup):
+        for member in exc.exceptions:
+            found += _chain(member, seen)
+    return found
+
+
+def _hidden_message(exc: BaseException) -> str:
+    facts = [
+        f"{field}={value}"
+        for field in _DATABASE_ERROR_FIELDS
+        if isinstance(value := getattr(exc, field, None), str) and value
+    ]
+    if isinstance(exc, StatementError) and exc.statement:
+        facts.append(f"SQL: {exc.statement}")
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return f"{name}: [message left out: database error] {'; '.join(facts)}".rstrip() + "\n"
+
+
+def _format_hiding(exc: BaseException, hide: bool, seen: set[int]) -> list[str]:
+    """traceback.format_exception's layout, with the messages of database errors and of the
+    exceptions they wrap replaced by `_hidden_message`."""
+    seen.add(id(exc))
+    hide = hide or _from_database_layer(exc)
+    lines: list[str] = []
+    if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        lines += [*_format_hiding(exc.__cause__, hide, seen), _CAUSE]
+    elif (
+        exc.__context__ is not None
+        and not exc.__suppress_context__
+        and id(exc.__context__) not in seen
+    ):
+        lines += [*_format_hiding(exc.__context__, hide, seen), _CONTEXT]
+    if exc.__traceback__ is not None:
+        lines += ["Traceback (most recent call last):\n", *traceback.format_tb(exc.__traceback__)]
+    lines += [_hidden_message(exc)] if hide else traceback.format_exception_only(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        for number, member in enumerate(exc.exceptions, 1):
+            lines.append(f"\n[{type(exc).__name__} member {number} of {len(exc.exceptions)}]\n")
+            lines += _format_hiding(member, hide, seen)
+    return lines
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback of ``exc`` as traceback.format_exception writes it, except that when a
+    database error is part of it, that error's message (and the messages of the exceptions
+    it wraps) are left out: see _DATABASE_ERROR_MODULES."""
+    if not any(_from_database_layer(item) for item in _chain(exc, set())):
+        return "".join(traceback.format_exception(exc)).rstrip("\n")
+    return "".join(_format_hiding(exc, hide=False, seen=set())).rstrip("\n")
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,8 +142,8 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)
-        if record.exc_info:
-            entry["exc_info"] = redact(self.formatException(record.exc_info))
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exc_info"] = redact(format_exception(record.exc_info[1]))
         return json.dumps(entry, default=str)
 
 

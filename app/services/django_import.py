@@ -463,7 +463,9 @@ async def import_django_users(
     """Read the Django users table at ``options.source_url`` and write it into ours through
     ``session`` (never committed here: commit when ``report.commit``)."""
     say = progress or (lambda _message: None)
-    engine = create_async_engine(async_source_url(options.source_url), poolclass=NullPool)
+    engine = create_async_engine(
+        async_source_url(options.source_url), poolclass=NullPool, hide_parameters=True
+    )
     try:
         async with engine.connect() as source:
             table = await _source_table(source, options.table)
