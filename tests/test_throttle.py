@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from app.core.client_address import client_address
 from app.core.config import Settings
@@ -77,6 +78,14 @@ async def test_account_limit_same_for_existing_and_unknown(
         async with aioredis.from_url(settings.redis_url) as connection:
             keys = await connection.keys(f"{settings.redis_key_prefix}*")
         assert len(keys) >= 2
+
+
+def test_the_ceiling_is_a_validated_setting() -> None:
+    assert Settings(_env_file=None, secret_key="k" * 32).login_limit_per_account_global == (
+        "50/hour"
+    )
+    with pytest.raises(ValidationError, match="not a rate limit"):
+        Settings(_env_file=None, secret_key="k" * 32, login_limit_per_account_global="lots")
 
 
 async def test_parallel_guesses_are_counted_before_they_are_checked(
