@@ -7,13 +7,16 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import limits
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from limits.aio.strategies import MovingWindowRateLimiter
 from pydantic import ValidationError
 
 from app.core.client_address import client_address
 from app.core.config import Settings
+from app.services import throttle as throttle_module
 from tests.conftest import (
     PASSWORD,
     REDIS_URL,
@@ -78,6 +81,25 @@ async def test_account_limit_same_for_existing_and_unknown(
         async with aioredis.from_url(settings.redis_url) as connection:
             keys = await connection.keys(f"{settings.redis_key_prefix}*")
         assert len(keys) >= 2
+
+
+async def test_the_memory_store_is_bounded() -> None:
+    storage = throttle_module.create_storage(Settings(_env_file=None, secret_key="k" * 32))
+    assert storage.max_keys == throttle_module.MEMORY_STORE_MAX_KEYS  # type: ignore[attr-defined]
+
+    small = throttle_module.BoundedMemoryStorage(max_keys=4)
+    limiter = MovingWindowRateLimiter(small)
+    hour, minute = limits.parse("5/hour"), limits.parse("5/minute")
+    assert await limiter.hit(hour, "long")
+    for i in range(3):
+        assert await limiter.hit(minute, f"short{i}")
+    assert len(small) == 4
+    assert await limiter.hit(minute, "new")  # full: the key that expires soonest goes
+    assert len(small) == 4
+    assert (await limiter.get_window_stats(minute, "short0")).remaining == 5
+    for key in ("short1", "short2", "new"):
+        assert (await limiter.get_window_stats(minute, key)).remaining == 4
+    assert (await limiter.get_window_stats(hour, "long")).remaining == 4
 
 
 def test_the_ceiling_is_a_validated_setting() -> None:
