@@ -1,20 +1,40 @@
 """Brute-force throttling with the `limits` library (moving windows).
 
-In-memory counts by default (`BoundedMemoryStorage`, at most MEMORY_STORE_MAX_KEYS keys);
-with REDIS_URL the counts live in Redis, so every replica sees the same ones. Password
-attempts (logins, and the current-password checks of the account endpoints) count per
-account and, for logins, per client address; a success clears the account's count.
-Unknown accounts are counted under the identifier as typed (trimmed, lower-cased).
-Registrations count per address.
+A login attempt is counted, in this order, and an attempt refused by one limit is counted
+by none of the later ones:
+
+1. per client address (LOGIN_LIMIT_PER_ADDRESS);
+2. per pair (identifier as typed, client address) (LOGIN_LIMIT_PER_ACCOUNT): the identifier
+   in a canonical form (NFKC, trimmed, lower-cased), for known and unknown accounts alike,
+   so a stranger's guesses lock only the stranger's address, and a lockout through the
+   username never shows on the email (which would tell that they are one account). A
+   success clears the pair;
+3. per account across all addresses (LOGIN_LIMIT_PER_ACCOUNT_GLOBAL), the ceiling against
+   guesses spread over many addresses: keyed by the account (an unknown identifier by its
+   canonical form), so both spellings count there, successes included, and a success does
+   not clear it (the owner's logins would refill an attacker's budget).
+
+The current-password checks of the profile endpoints count per account
+(LOGIN_LIMIT_PER_ACCOUNT, cleared by a success) and then in the account's ceiling.
+Registrations count per address. Addresses are counted per IPv4 address and per IPv6 /64
+(an IPv4-mapped IPv6 address as its IPv4 address); anything unparsable as itself.
+
+Counts live in memory (`BoundedMemoryStorage`, at most MEMORY_STORE_MAX_KEYS keys) or,
+with REDIS_URL, in Redis, where limits' moving-window script sets every key to expire with
+its window. Identifiers only appear in keys as a hash: never in clear, and never with the
+"/" that limits puts between the parts of a key.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
+import ipaddress
 import logging
 import math
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,6 +50,7 @@ from app.core.errors import ServiceUnavailable, TooManyRequests
 logger = logging.getLogger("app.throttle")
 
 MEMORY_STORE_MAX_KEYS = 100_000
+IPV6_PREFIX = 64  # a /64 is one subscriber's network: its 2**64 addresses are one client
 
 
 def create_storage(settings: Settings) -> Storage:
@@ -45,48 +66,87 @@ def create_storage(settings: Settings) -> Storage:
     return BoundedMemoryStorage()
 
 
+def canonical_identifier(identifier: str) -> str:
+    return unicodedata.normalize("NFKC", identifier.strip()).lower()
+
+
+def identifier_key(identifier: str) -> str:
+    """The canonical identifier as it appears in keys: hashed, so neither an email in clear
+    nor a "/" (limits' separator) gets there."""
+    return hashlib.sha256(canonical_identifier(identifier).encode()).hexdigest()[:32]
+
+
 def account_key(user_id: int) -> str:
-    """One count per account, whichever identifier (username or email) was typed."""
+    """The account's ceiling (and current-password) count, whichever identifier was typed."""
     return f"user:{user_id}"
 
 
 def unknown_account_key(identifier: str) -> str:
-    return f"unknown:{identifier.strip().lower()}"
+    return f"unknown:{identifier_key(identifier)}"
+
+
+def address_key(address: str) -> str:
+    """What an address is counted as: an IPv4 address, an IPv6 /64, or the text itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
 
 
 class Throttle:
     def __init__(self, settings: Settings, storage: Storage) -> None:
         self._limiter = MovingWindowRateLimiter(storage)
-        self._per_account = limits.parse(settings.login_limit_per_account)
         self._per_address = limits.parse(settings.login_limit_per_address)
+        self._per_account = limits.parse(settings.login_limit_per_account)
+        self._ceiling = limits.parse(settings.login_limit_per_account_global)
         self._registrations = limits.parse(settings.register_limit_per_address)
 
-    async def login_attempt(self, account: str, address: str) -> None:
-        """Count a login against the account and the address; 429 when either has no
-        attempts left. Counted before the password is checked, so parallel guesses are
-        counted too; ``password_accepted`` then clears the account's count."""
-        await self._hit(self._per_account, ("account", account))
-        await self._hit(self._per_address, ("login-address", address))
+    async def login_attempt(self, identifier: str, account: str, address: str) -> None:
+        """Count a login against the address, then the (identifier, address) pair, then the
+        account's ceiling; 429 from the first that has no attempts left, and the later ones
+        do not count it. Counted before the password is checked, so parallel guesses are
+        counted too; ``login_accepted`` then clears the pair."""
+        network = address_key(address)
+        await self._hit(self._per_address, "login-address", network)
+        # The address comes last: the hash before it has a fixed length, so no "/" in an
+        # unparsable address can make two pairs one key.
+        await self._hit(self._per_account, "login-pair", identifier_key(identifier), network)
+        await self._hit(self._ceiling, "account-ceiling", account)
+
+    async def login_accepted(self, identifier: str, address: str) -> None:
+        """The right password: the pair starts again (the address and the ceiling do not)."""
+        pair = (identifier_key(identifier), address_key(address))
+        await self._clear(self._per_account, "login-pair", *pair)
 
     async def password_attempt(self, account: str) -> None:
-        """A current-password check (profile changes): the account's count only."""
-        await self._hit(self._per_account, ("account", account))
+        """A current-password check (profile changes): the account's count, then its
+        ceiling. Logins are not blocked by the first, only by the ceiling."""
+        await self._hit(self._per_account, "current-password", account)
+        await self._hit(self._ceiling, "account-ceiling", account)
 
     async def password_accepted(self, account: str) -> None:
-        """The right password: the account's count starts again (an address's does not)."""
-        with _storage_guard():
-            await self._limiter.clear(self._per_account, "account", account)
+        """The right current password: the account's count starts again (not the ceiling)."""
+        await self._clear(self._per_account, "current-password", account)
 
     async def register_attempt(self, address: str) -> None:
-        await self._hit(self._registrations, ("register-address", address))
+        await self._hit(self._registrations, "register-address", address_key(address))
 
-    async def _hit(self, limit: limits.RateLimitItem, key: tuple[str, str]) -> None:
+    async def _hit(self, limit: limits.RateLimitItem, *key: str) -> None:
         with _storage_guard():
             allowed = await self._limiter.hit(limit, *key)
         if not allowed:
             raise TooManyRequests(await self._retry_after(limit, key))
 
-    async def _retry_after(self, limit: limits.RateLimitItem, key: tuple[str, str]) -> int:
+    async def _clear(self, limit: limits.RateLimitItem, *key: str) -> None:
+        with _storage_guard():
+            await self._limiter.clear(limit, *key)
+
+    async def _retry_after(self, limit: limits.RateLimitItem, key: tuple[str, ...]) -> int:
         with _storage_guard():
             stats = await self._limiter.get_window_stats(limit, *key)
         return max(1, math.ceil(stats.reset_time - time.time()))
