@@ -1,4 +1,5 @@
-"""Brute-force throttling: per account, per address, registrations; memory and Redis."""
+"""Brute-force throttling: per address, per (identifier, address) pair, per account across
+addresses (the ceiling), registrations; memory and Redis."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import limits
 import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from limits.aio.strategies import MovingWindowRateLimiter
+from pydantic import ValidationError
 
 from app.core.client_address import client_address
 from app.core.config import Settings
+from app.services import throttle as throttle_module
 from tests.conftest import (
     PASSWORD,
     REDIS_URL,
@@ -34,6 +39,7 @@ async def throttled_app(
 ) -> AsyncIterator[FastAPI]:
     overrides: dict[str, object] = {
         "login_limit_per_account": "3/15 minutes",
+        "login_limit_per_account_global": "8/hour",
         "login_limit_per_address": "6/minute",
         "register_limit_per_address": "4/hour",
     }
@@ -54,29 +60,210 @@ async def fail_login(client: httpx.AsyncClient, username: str) -> httpx.Response
     return await client.post(TOKEN, json={"username": username, "password": "wrong-password"})
 
 
+async def use_up_pair(client: httpx.AsyncClient, identifier: str = "alice") -> None:
+    """Three wrong passwords (LOGIN_LIMIT_PER_ACCOUNT here) for the identifier from the
+    client's address; the next attempt of this pair is refused."""
+    for _ in range(3):
+        assert (await fail_login(client, identifier)).status_code == 401
+
+
+async def right_login(client: httpx.AsyncClient, username: str = "alice") -> httpx.Response:
+    return await client.post(TOKEN, json={"username": username, "password": PASSWORD})
+
+
 @pytest.mark.parametrize(
-    ("username", "variant"), [("alice", "ALICE@Example.com"), ("nobody-here", "NOBODY-HERE")]
+    ("username", "variant"),
+    [
+        ("alice", "\uff41\uff4c\uff49\uff43\uff45 "),  # fullwidth, NFKC folds it to "alice"
+        ("alice@example.com", "ALICE@Example.com"),
+        ("nobody-here", "NOBODY-HERE"),
+    ],
 )
-async def test_account_limit_same_for_existing_and_unknown(
+async def test_pair_limit_same_for_existing_and_unknown(
     throttled_app: FastAPI, username: str, variant: str
 ) -> None:
     async with asgi_client(throttled_app, "10.0.0.1") as client:
         await register(client)
-        for _ in range(3):
-            assert (await fail_login(client, username)).status_code == 401
-        blocked = await fail_login(client, variant)  # another spelling of the same account
+        await use_up_pair(client, username)
+        blocked = await fail_login(client, variant)  # the same spelling, canonically
         assert blocked.status_code == 429
         assert blocked.json()["code"] == "too_many_requests"
         assert 1 <= int(blocked.headers["retry-after"]) <= 15 * 60
-    # another address, right password: still refused while the account is throttled
+    # another address: its own pair, existing and unknown accounts alike
     async with asgi_client(throttled_app, "10.0.0.2") as client:
-        response = await client.post(TOKEN, json={"username": username, "password": PASSWORD})
-        assert response.status_code == 429
+        assert (await fail_login(client, username)).status_code == 401
     settings = throttled_app.state.settings
     if settings.redis_url:  # the counts really live in Redis
         async with aioredis.from_url(settings.redis_url) as connection:
             keys = await connection.keys(f"{settings.redis_key_prefix}*")
-        assert len(keys) >= 2
+        assert len(keys) >= 3
+
+
+async def test_owner_logs_in_while_a_strangers_address_is_locked_out(
+    throttled_app: FastAPI,
+) -> None:
+    async with asgi_client(throttled_app, "10.0.2.1") as stranger:
+        await register(stranger)
+        await use_up_pair(stranger)
+        assert (await right_login(stranger)).status_code == 429  # the pair is locked
+    async with asgi_client(throttled_app, "10.0.2.2") as owner:
+        assert (await right_login(owner)).status_code == 200
+
+
+async def test_a_lockout_through_the_username_does_not_show_on_the_email(
+    throttled_app: FastAPI,
+) -> None:
+    async with asgi_client(throttled_app, "10.0.2.3") as stranger:
+        await register(stranger)
+        await use_up_pair(stranger)
+        assert (await fail_login(stranger, "alice")).status_code == 429
+        email = await fail_login(stranger, "alice@example.com")
+        unknown = await fail_login(stranger, "nobody@example.com")
+    assert email.status_code == unknown.status_code == 401
+    assert email.json() == unknown.json()
+
+
+async def test_attempts_refused_by_the_address_limit_count_nowhere_else(
+    throttled_app: FastAPI,
+) -> None:
+    async with asgi_client(throttled_app, "10.0.2.4") as client:
+        await register(client)
+        for i in range(6):
+            assert (await fail_login(client, f"other{i}")).status_code == 401
+        for _ in range(10):
+            refused = await fail_login(client, "alice")
+            assert refused.status_code == 429
+            assert int(refused.headers["retry-after"]) <= 60  # the address limit refused
+    # A replica with a wider address limit, sharing the counts, finds the pair unused.
+    settings = throttled_app.state.settings
+    wider = settings.model_copy(update={"login_limit_per_address": "100/minute"})
+    storage = throttled_app.state.throttle._limiter.storage
+    throttled_app.state.throttle = throttle_module.Throttle(wider, storage)
+    async with asgi_client(throttled_app, "10.0.2.4") as client:
+        await use_up_pair(client)
+        assert (await fail_login(client, "alice")).status_code == 429
+    # and the ceiling (8/hour) has counted those 3 only: the owner gets in
+    async with asgi_client(throttled_app, "10.0.2.5") as owner:
+        assert (await right_login(owner)).status_code == 200
+
+
+async def test_the_ceiling_stops_guesses_spread_over_addresses(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.3.1") as client:
+        await register(client)
+        await use_up_pair(client)
+    async with asgi_client(throttled_app, "10.0.3.2") as owner:
+        assert (await right_login(owner)).status_code == 200  # counts, clears no ceiling
+    async with asgi_client(throttled_app, "10.0.3.3") as client:
+        # the other spelling: another pair, the same ceiling
+        await use_up_pair(client, "alice@example.com")
+    async with asgi_client(throttled_app, "10.0.3.4") as client:
+        assert (await fail_login(client, "alice")).status_code == 401  # 8 of 8/hour
+        blocked = await fail_login(client, "alice")
+        assert blocked.status_code == 429
+        assert int(blocked.headers["retry-after"]) > 15 * 60  # the hour's ceiling refused
+    async with asgi_client(throttled_app, "10.0.3.5") as owner:
+        assert (await right_login(owner)).status_code == 429
+        assert (await right_login(owner, "alice@example.com")).status_code == 429
+
+
+async def test_ipv6_clients_are_counted_per_64(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "2001:db8:0:1::1") as client:
+        await register(client)
+    for i in range(6):  # the address limit: six hosts of one /64
+        async with asgi_client(throttled_app, f"2001:db8:0:1::{i + 2:x}") as client:
+            assert (await fail_login(client, f"v6user{i}")).status_code == 401
+    async with asgi_client(throttled_app, "2001:db8:0:1:ffff:ffff:ffff:ffff") as client:
+        assert (await fail_login(client, "v6user9")).status_code == 429
+    async with asgi_client(throttled_app, "2001:db8:0:2::1") as client:
+        assert (await fail_login(client, "v6user9")).status_code == 401
+    for i in range(3):  # the pair: alice from three hosts of another /64
+        async with asgi_client(throttled_app, f"2001:db8:0:3::{i + 1}") as client:
+            assert (await fail_login(client, "alice")).status_code == 401
+    async with asgi_client(throttled_app, "2001:db8:0:3::99") as client:
+        assert (await right_login(client)).status_code == 429
+    async with asgi_client(throttled_app, "2001:db8:0:4::1") as client:
+        assert (await right_login(client)).status_code == 200
+    for i in range(4):  # registrations (4/hour) from four hosts of a /64
+        async with asgi_client(throttled_app, f"2001:db8:0:5::{i + 1}") as client:
+            await register(client, username=f"six{i}", email=f"six{i}@example.com")
+    async with asgi_client(throttled_app, "2001:db8:0:5::99") as client:
+        blocked = await client.post(
+            REGISTER, json={"username": "six9", "email": "six9@example.com", "password": PASSWORD}
+        )
+        assert blocked.status_code == 429
+
+
+async def test_ipv4_mapped_addresses_count_as_ipv4(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.4.1") as client:
+        for i in range(6):
+            assert (await fail_login(client, f"v4user{i}")).status_code == 401
+    async with asgi_client(throttled_app, "::ffff:10.0.4.1") as client:
+        assert (await fail_login(client, "v4user9")).status_code == 429
+    async with asgi_client(throttled_app, "::ffff:10.0.4.2") as client:
+        assert (await fail_login(client, "v4user9")).status_code == 401
+
+
+@pytest.mark.parametrize("throttled_app", ["redis"], indirect=True)
+async def test_redis_keys_expire_and_hold_no_identifier(throttled_app: FastAPI) -> None:
+    async with asgi_client(throttled_app, "10.0.5.1") as client:
+        await register(client)
+        token = await login(client)
+        for identifier in ("alice@example.com", "nobody/with/a/slash@example.com"):
+            assert (await fail_login(client, identifier)).status_code == 401
+        wrong = await client.post(
+            "/api/v1/users/profile/password",
+            json={"current_password": "a-wrong-guess", "new_password": "Another-pass-91"},
+            headers=bearer(token),
+        )
+        assert wrong.status_code == 403
+        await register(client, username="bob", email="bob@example.com")
+    settings = throttled_app.state.settings
+    async with aioredis.from_url(settings.redis_url) as connection:
+        keys = [key.decode() async for key in connection.scan_iter(f"{settings.redis_key_prefix}*")]
+        ttls = [await connection.ttl(key) for key in keys]
+    for key in keys:  # identifiers are hashed
+        assert "alice" not in key
+        assert "example" not in key
+        assert "nobody" not in key
+    assert all(0 < ttl <= 3600 for ttl in ttls), dict(zip(keys, ttls, strict=True))
+    # address, 2 pairs (the success cleared alice's), 2 ceilings, current password, registrations
+    assert len(keys) == 7, keys
+
+
+async def test_the_memory_store_is_bounded() -> None:
+    storage = throttle_module.create_storage(Settings(_env_file=None, secret_key="k" * 32))
+    assert storage.max_keys == throttle_module.MEMORY_STORE_MAX_KEYS  # type: ignore[attr-defined]
+
+    small = throttle_module.BoundedMemoryStorage(max_keys=4)
+    limiter = MovingWindowRateLimiter(small)
+    hour, minute = limits.parse("5/hour"), limits.parse("5/minute")
+    assert await limiter.hit(hour, "long")
+    for i in range(3):
+        assert await limiter.hit(minute, f"short{i}")
+    assert len(small) == 4
+    assert await limiter.hit(minute, "new")  # full: the key that expires soonest goes
+    assert len(small) == 4
+    assert (await limiter.get_window_stats(minute, "short0")).remaining == 5
+    for key in ("short1", "short2", "new"):
+        assert (await limiter.get_window_stats(minute, key)).remaining == 4
+    assert (await limiter.get_window_stats(hour, "long")).remaining == 4
+
+    # Logins with ever new unknown identifiers from ever new addresses keep it at its bound.
+    settings = Settings(_env_file=None, secret_key="k" * 32)
+    throttle = throttle_module.Throttle(settings, small)
+    for i in range(200):
+        identifier = f"unknown-{i}@example.com"
+        account = throttle_module.unknown_account_key(identifier)
+        await throttle.login_attempt(identifier, account, f"10.9.{i}.1")
+        assert len(small) <= 4
+
+
+def test_the_ceiling_is_a_validated_setting() -> None:
+    assert Settings(_env_file=None, secret_key="k" * 32).login_limit_per_account_global == (
+        "50/hour"
+    )
+    with pytest.raises(ValidationError, match="not a rate limit"):
+        Settings(_env_file=None, secret_key="k" * 32, login_limit_per_account_global="lots")
 
 
 async def test_parallel_guesses_are_counted_before_they_are_checked(
@@ -94,23 +281,28 @@ async def test_current_password_guesses_share_the_account_limit(
 ) -> None:
     async with asgi_client(throttled_app, "10.0.0.9") as client:
         await register(client)
-        token = await login(client)
-        for _ in range(3):
+        token = await login(client)  # 1 of the ceiling's 8
+        for _ in range(3):  # 4
             wrong = await client.post(
                 "/api/v1/users/profile/password",
                 json={"current_password": "a-wrong-guess", "new_password": "Another-pass-91"},
                 headers=bearer(token),
             )
             assert wrong.status_code == 403
-        blocked = await client.patch(
-            "/api/v1/users/profile",
-            json={"email": "new@example.com", "current_password": PASSWORD},
-            headers=bearer(token),
-        )
-        assert blocked.status_code == 429
-        assert int(blocked.headers["retry-after"]) >= 1
-        refused = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
-        assert refused.status_code == 429
+    for address in ("10.0.0.9", "10.0.0.10"):  # the account's count, from any address
+        async with asgi_client(throttled_app, address) as client:
+            blocked = await client.patch(
+                "/api/v1/users/profile",
+                json={"email": "new@example.com", "current_password": PASSWORD},
+                headers=bearer(token),
+            )
+            assert blocked.status_code == 429
+            assert 1 <= int(blocked.headers["retry-after"]) <= 15 * 60
+    # It does not block logins by itself, but the checks counted in the ceiling.
+    async with asgi_client(throttled_app, "10.0.0.11") as client:
+        for _ in range(4):  # 5..8
+            assert (await right_login(client)).status_code == 200
+        assert (await right_login(client)).status_code == 429
 
 
 async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
@@ -125,15 +317,14 @@ async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
         assert ok.status_code == 200
 
 
-async def test_a_success_clears_the_accounts_count(throttled_app: FastAPI) -> None:
+async def test_a_success_clears_the_pairs_count(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "10.0.0.5") as client:
         await register(client)
         for _ in range(2):
             assert (await fail_login(client, "alice")).status_code == 401
         ok = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
         assert ok.status_code == 200
-        for _ in range(3):
-            assert (await fail_login(client, "alice")).status_code == 401
+        await use_up_pair(client)
         assert (await fail_login(client, "alice")).status_code == 429
 
 

@@ -98,7 +98,11 @@ class Settings(DatabaseSettings):
         description="Seconds or an ISO 8601 duration (PT15M).",
     )
     refresh_token_ttl: timedelta = Field(default=timedelta(days=14))
-    login_limit_per_account: str = "5/15 minutes"
+    login_limit_per_account: str = "5/15 minutes"  # per (identifier, client address)
+    login_limit_per_account_global: str = Field(
+        default="50/hour",
+        description="Password attempts per account from all addresses, successes included.",
+    )
     login_limit_per_address: str = "30/minute"
     register_limit_per_address: str = "20/hour"
     redis_url: str | None = Field(
@@ -148,7 +152,10 @@ class Settings(DatabaseSettings):
     )(_split_commas)
 
     @field_validator(
-        "login_limit_per_account", "login_limit_per_address", "register_limit_per_address"
+        "login_limit_per_account",
+        "login_limit_per_account_global",
+        "login_limit_per_address",
+        "register_limit_per_address",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:

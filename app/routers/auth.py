@@ -98,7 +98,8 @@ LOGIN_REQUEST_BODY = {
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
     "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
-    "Failed attempts are throttled per account and per client address (429 + Retry-After).",
+    "Attempts are throttled per client address, per identifier and address, and per account "
+    "across addresses (429 + Retry-After).",
     openapi_extra=LOGIN_REQUEST_BODY,
 )
 async def login(

@@ -40,8 +40,9 @@ CREDENTIAL_FIELDS = ("username", "email")  # changing these needs the current pa
 async def verify_current_password(
     hasher: PasswordHasher, throttle: Throttle, user: User, password: str | None
 ) -> None:
-    """403 unless ``password`` is the user's password; guesses share the account's login
-    throttle (429), so a stolen access token is no unlimited password oracle."""
+    """403 unless ``password`` is the user's password; guesses are throttled per account and
+    count in the account's login ceiling (429), so a stolen access token is no unlimited
+    password oracle."""
     if password is None:
         raise InvalidCurrentPassword(
             "The current password is required to change the email or username"

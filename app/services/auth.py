@@ -59,14 +59,15 @@ async def login(
     """Throttle, authenticate, start a session.
 
     The attempt is counted before the password is checked, so parallel guesses cannot slip
-    through between a check and a count; once the account or the address is out of
-    attempts even the right password gets 429. A success clears the account's count.
-    Unknown user, wrong password and inactive user fail alike, at the same cost.
+    through between a check and a count; once the address, the (identifier, address) pair
+    or the account's ceiling is out of attempts even the right password gets 429. A success
+    clears the pair's count. Unknown user, wrong password and inactive user fail alike, at
+    the same cost.
     """
     user = await users_repo.get_by_login(session, identifier)
     account = account_key(user.id) if user is not None else unknown_account_key(identifier)
     try:
-        await throttle.login_attempt(account, client_address)
+        await throttle.login_attempt(identifier, account, client_address)
     except TooManyRequests:
         metrics.record_login("throttled")
         raise
@@ -74,7 +75,7 @@ async def login(
     if user is None or not check.valid or not user.is_active:
         metrics.record_login("failed")
         raise InvalidCredentials()
-    await throttle.password_accepted(account)
+    await throttle.login_accepted(identifier, client_address)
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
     user.last_login = utcnow()
