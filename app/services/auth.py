@@ -64,10 +64,11 @@ async def login(
     clears the pair's count. Unknown user, wrong password and inactive user fail alike, at
     the same cost.
     """
-    user = await users_repo.get_by_login(session, identifier)
-    account = account_key(user.id) if user is not None else unknown_account_key(identifier)
     try:
-        await throttle.login_attempt(identifier, account, client_address)
+        await throttle.login_attempt(identifier, client_address)
+        user = await users_repo.get_by_login(session, identifier)
+        account = account_key(user.id) if user is not None else unknown_account_key(identifier)
+        await throttle.account_attempt(account)
     except TooManyRequests:
         metrics.record_login("throttled")
         raise

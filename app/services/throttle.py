@@ -28,13 +28,11 @@ its window. Identifiers only appear in keys as a hash: never in clear, and never
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 import ipaddress
 import logging
 import math
 import time
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,6 +44,7 @@ from limits.storage import storage_from_string
 
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable, TooManyRequests
+from app.core.identifiers import identifier_digest
 
 logger = logging.getLogger("app.throttle")
 
@@ -66,14 +65,11 @@ def create_storage(settings: Settings) -> Storage:
     return BoundedMemoryStorage()
 
 
-def canonical_identifier(identifier: str) -> str:
-    return unicodedata.normalize("NFKC", identifier.strip()).lower()
-
-
 def identifier_key(identifier: str) -> str:
-    """The canonical identifier as it appears in keys: hashed, so neither an email in clear
-    nor a "/" (limits' separator) gets there."""
-    return hashlib.sha256(canonical_identifier(identifier).encode()).hexdigest()[:32]
+    """The identifier as it appears in keys: in the form usernames and emails are compared
+    in (NFKC, lower-cased; `app.core.identifiers`), hashed, so neither an email in clear nor
+    a "/" (limits' separator) gets there."""
+    return identifier_digest(identifier)[:32]
 
 
 def account_key(user_id: int) -> str:
@@ -106,16 +102,20 @@ class Throttle:
         self._ceiling = limits.parse(settings.login_limit_per_account_global)
         self._registrations = limits.parse(settings.register_limit_per_address)
 
-    async def login_attempt(self, identifier: str, account: str, address: str) -> None:
-        """Count a login against the address, then the (identifier, address) pair, then the
-        account's ceiling; 429 from the first that has no attempts left, and the later ones
-        do not count it. Counted before the password is checked, so parallel guesses are
-        counted too; ``login_accepted`` then clears the pair."""
+    async def login_attempt(self, identifier: str, address: str) -> None:
+        """Count a login against the address, then the (identifier, address) pair; 429 from
+        the first that has no attempts left, and the later limits (the pair, then the
+        account's ceiling: `account_attempt`) do not count it. Counted before the password is
+        checked, so parallel guesses are counted too; ``login_accepted`` then clears the
+        pair. Neither needs the account: a throttled address costs no database query."""
         network = address_key(address)
         await self._hit(self._per_address, "login-address", network)
         # The address comes last: the hash before it has a fixed length, so no "/" in an
         # unparsable address can make two pairs one key.
         await self._hit(self._per_account, "login-pair", identifier_key(identifier), network)
+
+    async def account_attempt(self, account: str) -> None:
+        """A login that got past `login_attempt`, against the account's ceiling."""
         await self._hit(self._ceiling, "account-ceiling", account)
 
     async def login_accepted(self, identifier: str, address: str) -> None:
