@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.core.db import after_commit, after_rollback
 from app.core.errors import AppError, RefreshTokenReused, UserNotFound
+from app.core.logging import database_error_facts
 from app.dependencies import SessionDep
 
 
@@ -66,3 +67,8 @@ async def test_sql_errors_do_not_carry_the_statement_parameters(app: FastAPI) ->
     assert "INSERT INTO users" in str(caught.value)
     assert secret not in str(caught.value)
     assert secret not in "".join(traceback.format_exception(caught.value))
+    # what the import prints of such an error: named, never quoted
+    facts = database_error_facts(caught.value)
+    assert facts.startswith("IntegrityError")
+    assert "constraint_name=uq_users_" in facts or "SQLITE_CONSTRAINT_UNIQUE" in facts
+    assert secret not in facts

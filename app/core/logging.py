@@ -90,6 +90,18 @@ def _hidden_message(exc: BaseException) -> str:
     return f"{name}: [message left out: database error] {'; '.join(facts)}".rstrip() + "\n"
 
 
+def database_error_facts(exc: BaseException) -> str:
+    """A database error named without its message (which can quote values): its type and
+    what its chain says of the failure (SQLSTATE, constraint, table, column)."""
+    facts = {
+        f"{field}={value}": None
+        for item in _chain(exc, set())
+        for field in _DATABASE_ERROR_FIELDS
+        if isinstance(value := getattr(item, field, None), str) and value
+    }
+    return "; ".join([type(exc).__name__, *facts])
+
+
 def _format_hiding(exc: BaseException, hide: bool, seen: set[int]) -> list[str]:
     """traceback.format_exception's layout, with the messages of database errors and of the
     exceptions they wrap replaced by `_hidden_message`."""

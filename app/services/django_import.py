@@ -40,6 +40,7 @@ from app.core.config import AVATAR_PIXELS_CEILING
 from app.core.errors import InvalidImage
 from app.core.identifiers import claimed_identifiers, normalize_email, normalize_username
 from app.core.images import CONTENT_TYPES, reencode
+from app.core.logging import database_error_facts
 from app.core.security import hash_cost_problem, is_native_password_hash
 from app.models.user import PASSWORD_HASH_MAX
 from app.repositories import users as users_repo
@@ -483,13 +484,16 @@ async def import_django_users(
                 # Past every source id, skipped rows included: an account registered here
                 # never gets an id that a later import of a fixed row would claim.
                 await users_repo.move_id_counter_past(session, checker.max_id)
+    # Named, never quoted: the messages of database errors can hold row values (hashes).
     except IntegrityError as exc:
         raise DjangoImportError(
             "a unique constraint failed while writing (an email or username moved between "
-            f"accounts?); nothing was written: {exc.orig}"
+            f"accounts?); nothing was written: {database_error_facts(exc)}"
         ) from None
-    except DBAPIError as exc:  # .orig only: the statement's parameters hold password hashes
-        raise DjangoImportError(f"database error; nothing was written: {exc.orig}") from None
+    except DBAPIError as exc:
+        raise DjangoImportError(
+            f"database error; nothing was written: {database_error_facts(exc)}"
+        ) from None
     except OSError as exc:
         raise DjangoImportError(f"cannot copy an avatar; nothing was written: {exc}") from None
     finally:
