@@ -40,6 +40,11 @@ UserId = Annotated[
     BeforeValidator(_plain_integer),
 ]
 
+_401 = (
+    "Not authenticated: the bearer token is missing, malformed, badly signed, expired or not "
+    "an access token, its session has ended, or the user is inactive. Tokens of the replaced "
+    "Django service (LEGACY_SIMPLEJWT_SIGNING_KEY) are refused here: staff log in again."
+)
 _403 = "The signed-in user is not staff (reading) or not a superuser (changing)."
 _404 = "No user has this id, or the token's user no longer exists."
 
@@ -54,6 +59,7 @@ _404 = "No user has this id, or the token's user no longer exists."
         422,
         503,
         descriptions={
+            401: _401,
             403: _403,
             422: "Invalid query: unknown parameter, `ordering` outside the allow-list, "
             "`limit` outside 1..100, negative `offset`.",
@@ -84,7 +90,9 @@ async def list_users(
 @router.get(
     "/{user_id}",
     response_model=UserRead,
-    responses=error_responses(401, 403, 404, 422, 503, descriptions={403: _403, 404: _404}),
+    responses=error_responses(
+        401, 403, 404, 422, 503, descriptions={401: _401, 403: _403, 404: _404}
+    ),
     summary="Get a user (staff)",
 )
 async def get_user(user_id: UserId, _staff: ReadStaffUser, session: ReadSessionDep) -> UserRead:
@@ -103,6 +111,7 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, session: ReadSessionD
         422,
         503,
         descriptions={
+            401: _401,
             403: _403,
             404: _404,
             409: "The username or email is taken (`username_taken`, `email_taken`), or the "
@@ -130,6 +139,7 @@ async def update_user(
         422,
         503,
         descriptions={
+            401: _401,
             403: _403,
             404: _404,
             409: "The user is the last active superuser (code `last_superuser`).",

@@ -12,7 +12,9 @@ _DESCRIPTIONS = {
     "not an access token, or the user is inactive.",
     403: "Authenticated but not allowed.",
     404: "Not found (for an authenticated request: the token's user no longer exists).",
-    409: "The username or email is already taken.",
+    409: "The username or email is already taken (`username_taken`, `email_taken`), also as "
+    "another account's login identifier: a username equal to another account's email, or an "
+    "email equal to another account's username, whatever the case or Unicode spelling.",
     413: "The request body is larger than MAX_BODY_BYTES.",
     415: "Unsupported Content-Type.",
     422: "Invalid input.",
