@@ -697,6 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "SECRET_KEY": secrets.token_urlsafe(48),
         "LOG_LEVEL": "WARNING",
         "LOGIN_LIMIT_PER_ACCOUNT": "1000000/minute",
+        "LOGIN_LIMIT_PER_ACCOUNT_GLOBAL": "1000000/minute",
         "LOGIN_LIMIT_PER_ADDRESS": "1000000/minute",
         "REGISTER_LIMIT_PER_ADDRESS": "1000000/minute",
         "REDIS_URL": "",
