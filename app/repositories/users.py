@@ -80,7 +80,7 @@ async def add(session: AsyncSession, user: User) -> User:
     or EmailTaken."""
     session.add(user)
     await save(session)
-    await claim_identifiers(session, user)
+    await _insert_claims(session, user.id, claimed_identifiers(user.username, user.email))
     return user
 
 
@@ -99,12 +99,16 @@ async def claim_identifiers(session: AsyncSession, user: User) -> None:
         await session.execute(
             sa_delete(LoginIdentifier).where(LoginIdentifier.identifier.in_(stale))
         )
+    new = {digest: field for digest, field in claims.items() if digest not in current}
+    await _insert_claims(session, user.id, new)
+
+
+async def _insert_claims(session: AsyncSession, user_id: int, claims: dict[str, str]) -> None:
+    """One statement per claim, in order: a clash tells which field it was."""
     for digest, field in claims.items():
-        if digest in current:
-            continue
         try:
             await session.execute(
-                insert(LoginIdentifier).values(identifier=digest, user_id=user.id)
+                insert(LoginIdentifier).values(identifier=digest, user_id=user_id)
             )
         except IntegrityError:
             raise UsernameTaken() if field == "username" else EmailTaken() from None
