@@ -757,19 +757,14 @@ async def test_forged_legacy_tokens_are_refused(
     assert fair.status_code == 200
 
 
-async def test_default_lifetime_is_simplejwts(
-    database_url: str, tmp_path: Path, imported: DjangoSource
-) -> None:
+async def test_default_lifetime_is_simplejwts(settings: Settings, imported: DjangoSource) -> None:
     """LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME defaults to SimpleJWT's 5 minutes: the test
     project's 2-hour tokens are then refused."""
-    settings = Settings(
-        _env_file=None,
-        database_url=database_url,
-        secret_key=TEST_SECRET_KEY,
-        secret_key_file=tmp_path / "unused-key",
-        legacy_simplejwt_signing_key=DJANGO_SECRET_KEY,
+    default = Settings.model_fields["legacy_simplejwt_access_token_lifetime"].default
+    assert default == timedelta(minutes=5)
+    application = create_app(
+        settings.model_copy(update={"legacy_simplejwt_access_token_lifetime": default})
     )
-    application = create_app(settings)
     async with application.router.lifespan_context(application), asgi_client(application) as client:
         two_hours = await client.get(PROFILE, headers=bearer(imported.tokens["access"]))
         five_minutes = await client.get(
