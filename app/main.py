@@ -90,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     legacy_key = settings.legacy_simplejwt_signing_key
     app.state.legacy_token_codec = (
         LegacyTokenCodec(
-            legacy_key.get_secret_value(), settings.legacy_simplejwt_access_token_lifetime
+            legacy_key.get_secret_value(),
+            settings.legacy_simplejwt_access_token_lifetime,
+            settings.legacy_simplejwt_issued_before,
         )
         if legacy_key is not None
         else None

@@ -76,6 +76,15 @@ def test_explicit_key_does_not_touch_the_key_file(tmp_path: Path) -> None:
         ({"avatar_max_pixels": "big", "secret_key": LONG_KEY}, "avatar_max_pixels"),
         ({"image_threads": 0, "secret_key": LONG_KEY}, "image_threads"),
         ({"legacy_simplejwt_signing_key": " ", "secret_key": LONG_KEY}, "must not be empty"),
+        (
+            {"legacy_simplejwt_access_token_lifetime": "P2D", "secret_key": LONG_KEY},
+            "LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME must be between",
+        ),
+        (
+            {"legacy_simplejwt_issued_before": "2026-12-01T06:00:00", "secret_key": LONG_KEY},
+            "needs a time zone",
+        ),
+        ({"login_limit_per_account_global": "often", "secret_key": LONG_KEY}, "not a rate limit"),
     ],
 )
 def test_bad_settings_are_refused(values: dict[str, object], message: str) -> None:
@@ -92,7 +101,12 @@ def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("AVATAR_MAX_PIXELS", "1024x768")
     monkeypatch.setenv("AVATAR_MAX_BYTES", "65536")
     monkeypatch.setenv("MEDIA_ROOT", "/srv/uploads")
+    monkeypatch.setenv("LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME", "PT2H")
+    monkeypatch.setenv("LEGACY_SIMPLEJWT_ISSUED_BEFORE", "2026-12-01T06:00:00Z")
     settings = make()
+    assert settings.legacy_simplejwt_access_token_lifetime == timedelta(hours=2)
+    assert settings.legacy_simplejwt_issued_before is not None
+    assert settings.legacy_simplejwt_issued_before.isoformat() == "2026-12-01T06:00:00+00:00"
     assert settings.avatar_max_pixels == 1024 * 768
     assert settings.avatar_max_bytes == 65536
     assert settings.media_root == Path("/srv/uploads")

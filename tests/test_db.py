@@ -72,3 +72,22 @@ async def test_sql_errors_do_not_carry_the_statement_parameters(app: FastAPI) ->
     assert facts.startswith("IntegrityError")
     assert "constraint_name=uq_users_" in facts or "SQLITE_CONSTRAINT_UNIQUE" in facts
     assert secret not in facts
+
+
+async def test_the_id_counter_never_moves_back(app: FastAPI) -> None:
+    """move_id_counter_past (the Django import's): past the floor, never backwards, also
+    when the counter was set and no id handed out since (PostgreSQL's setval(..., false))."""
+    from app.repositories import users as users_repo
+
+    for floor in (1000, 10):
+        async with app.state.sessionmaker() as session, session.begin():
+            await users_repo.move_id_counter_past(session, floor)
+    async with app.state.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO users (username, password, email, date_joined) "
+                "VALUES ('n', '!', 'n@example.com', CURRENT_TIMESTAMP)"
+            )
+        )
+        new_id = await connection.scalar(text("SELECT MAX(id) FROM users"))
+    assert new_id == 1001

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -771,6 +771,23 @@ async def test_default_lifetime_is_simplejwts(settings: Settings, imported: Djan
             PROFILE, headers=bearer(legacy_token(imported.id("argon2_user")))
         )
     assert (two_hours.status_code, five_minutes.status_code) == (401, 200)
+
+
+async def test_no_legacy_token_from_after_the_cut_over(
+    settings: Settings, imported: DjangoSource
+) -> None:
+    """With LEGACY_SIMPLEJWT_ISSUED_BEFORE set, a token claiming to be issued after it is
+    forged (the old service issues nothing any more): a leaked key mints nothing new, and
+    every legacy token dies at most a lifetime after the cut-over."""
+    cut_over = datetime.now(UTC) - timedelta(minutes=1)
+    application = create_app(
+        settings.model_copy(update={"legacy_simplejwt_issued_before": cut_over})
+    )
+    admin = imported.id("admin")
+    async with application.router.lifespan_context(application), asgi_client(application) as client:
+        minted = await client.get(PROFILE, headers=bearer(legacy_token(admin)))
+        before = await client.get(PROFILE, headers=bearer(legacy_token(admin, issued=-120)))
+    assert (minted.status_code, before.status_code) == (401, 200)
 
 
 @pytest.mark.parametrize(

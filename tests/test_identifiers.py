@@ -237,7 +237,8 @@ async def test_an_identifier_two_old_accounts_answer_to_logs_in_neither(
 def test_claims() -> None:
     assert set(claimed_identifiers("plain", "a@x.com").values()) == {"email"}
     assert set(claimed_identifiers("a@x.com", "b@x.com").values()) == {"username", "email"}
-    assert list(claimed_identifiers("A@X.com", "a@x.com").values()) == ["email"]
+    assert list(claimed_identifiers("A@X.com", "a@x.com").values()) == ["username"]
+    assert set(claimed_identifiers("a@x.com", "b@x.com", ["email"]).values()) == {"email"}
 
 
 async def test_createsuperuser_keeps_identifiers_apart(
@@ -250,3 +251,24 @@ async def test_createsuperuser_keeps_identifiers_apart(
         await _create_superuser(
             app.state.settings, "JACK@example.com", "root@example.org", PASSWORD
         )
+
+
+async def test_letters_lower_leaves_apart_are_one_identifier(client: httpx.AsyncClient) -> None:
+    """U+03F2 (lunate sigma) in an email, U+03A3 (capital sigma) in a username: lower()
+    keeps them apart while login would read U+03F9 as both; the identifier key case-folds."""
+    await register(client, username="sigma1", email="a\u03f2b@example.com")
+    clash = await client.post(
+        REGISTER, json=user_payload(username="a\u03a3b@example.com", email="s2@example.com")
+    )
+    assert (clash.status_code, clash.json()["code"]) == (409, "username_taken")
+
+
+async def test_an_email_that_lengthens_when_lower_cased_is_a_422(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """'İ' is two characters once lower-cased: the limit holds for the stored form."""
+    email = "\u0130" * 32 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 28 + ".com"
+    assert len(email) <= 200 < len(email.lower())
+    response = await client.post(REGISTER, json=user_payload(email=email))
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "email"]

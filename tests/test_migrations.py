@@ -122,6 +122,8 @@ def test_0005_normalises_emails_and_claims_identifiers_reporting_clashes(
     assert imported == {1: True, 2: False, 3: False, 4: True, 5: True}
     # user 1's email is user 2's identifier; user 4's username is user 5's email
     assert claims == {2: 1, 3: 1, 4: 1, 5: 1}
+    # the account left un-normalised keeps working: it can be renamed
+    asyncio.run(_rename(empty_url, 1, "ana-renamed"))
     messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert messages == [
         "user 1: email equals user 2's once normalised (NFC); left as it is",
@@ -130,6 +132,45 @@ def test_0005_normalises_emails_and_claims_identifiers_reporting_clashes(
         "user 4: username is also user 5's login identifier; that identifier stays with "
         "user 5 (rename one of them)",
     ]
+
+
+async def _rename(url: str, user_id: int, username: str) -> None:
+    from app.core.db import create_sessionmaker
+    from app.models import User
+    from app.services.account import apply_changes
+
+    engine = create_async_engine(url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            user = await session.get(User, user_id)
+            assert user is not None
+            await apply_changes(session, user, {"username": username})
+    finally:
+        await engine.dispose()
+
+
+def test_0005_downgrade_keeps_sqlite_ids_from_being_reused(tmp_path: Path) -> None:
+    with new_database("sqlite", tmp_path) as url:
+        config = alembic_config(url)
+        command.upgrade(config, "head")
+        command.downgrade(config, "0004")
+        assert "AUTOINCREMENT" in asyncio.run(_users_sql(url))
+        command.upgrade(config, "head")
+        assert "AUTOINCREMENT" in asyncio.run(_users_sql(url))
+
+
+async def _users_sql(url: str) -> str:
+    from sqlalchemy import text
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            sql = await connection.scalar(
+                text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'")
+            )
+    finally:
+        await engine.dispose()
+    return str(sql)
 
 
 async def _execute(url: str, rows: list[tuple[int, str, str, str]]) -> None:

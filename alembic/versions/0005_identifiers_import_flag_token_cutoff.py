@@ -12,7 +12,7 @@ Create Date: 2026-11-29
 - Emails in one Unicode form (NFC, lower-cased). Two rows that become equal are reported
   and left as they are, never merged.
 - ``login_identifiers``: a digest of each email and of each username holding an ``@``
-  (NFKC, lower-cased), unique: one identifier, one account. Existing rows that clash
+  (NFKC, case-folded), unique: one identifier, one account. Existing rows that clash
   (a username equal to another account's email) are reported; the later account gets no
   claim, and login refuses that identifier as ambiguous until an administrator renames one.
 
@@ -42,7 +42,7 @@ def _email(value: str) -> str:
 
 
 def _digest(value: str) -> str:
-    key = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value.strip()).lower())
+    key = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value.strip()).casefold())
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -152,6 +152,8 @@ def _claim_identifiers(bind: sa.Connection, accounts: list[tuple[int, str, str]]
 def downgrade() -> None:
     op.drop_index(op.f("ix_login_identifiers_user_id"), table_name="login_identifiers")
     op.drop_table("login_identifiers")
-    with op.batch_alter_table("users") as batch:
+    # The rebuilt table must keep AUTOINCREMENT (reflection does not carry it), or ids of
+    # deleted users would be handed out again on SQLite.
+    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.drop_column("tokens_valid_after")
         batch.drop_column("imported")

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -141,6 +141,12 @@ class Settings(DatabaseSettings):
         description="The replaced service's SIMPLE_JWT['ACCESS_TOKEN_LIFETIME']: a legacy "
         "token whose exp - iat is longer is refused. Seconds or ISO 8601; 1 second to 1 day.",
     )
+    legacy_simplejwt_issued_before: datetime | None = Field(
+        default=None,
+        description="The cut-over moment (ISO 8601 with a time zone): the replaced service "
+        "issues no token after it, so a legacy token claiming a later iat is forged. Unset: "
+        "no such check.",
+    )
     legacy_simplejwt_signing_key: SecretStr | None = Field(
         default=None,
         description="The replaced Django service's SECRET_KEY (its SimpleJWT signing key): when "
@@ -230,6 +236,15 @@ class Settings(DatabaseSettings):
                 "LEGACY_SIMPLEJWT_ACCESS_TOKEN_LIFETIME must be between 1 second and 1 day"
             )
         return lifetime
+
+    @field_validator("legacy_simplejwt_issued_before")
+    @classmethod
+    def _aware(cls, moment: datetime | None) -> datetime | None:
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(
+                "LEGACY_SIMPLEJWT_ISSUED_BEFORE needs a time zone, e.g. 2026-12-01T06:00:00Z"
+            )
+        return moment
 
     @model_validator(mode="after")
     def _signing_keys(self) -> Settings:

@@ -18,7 +18,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal, TypeGuard, cast
 
@@ -386,9 +386,13 @@ class LegacyTokenCodec:
     checks the rest (an imported account, issued after its tokens' cut-off, a user route).
     """
 
-    def __init__(self, signing_key: str, max_lifetime: timedelta) -> None:
+    def __init__(
+        self, signing_key: str, max_lifetime: timedelta, issued_before: datetime | None = None
+    ) -> None:
         self._key = signing_key
         self._max_lifetime = max_lifetime.total_seconds()
+        # After the cut-over the replaced service issues nothing: a later iat is forged.
+        self._issued_before = math.inf if issued_before is None else issued_before.timestamp()
         # jose knows require_exp, require_iat and require_jti; the rest is checked below.
         self._options = {"require_exp": True, "require_iat": True, "require_jti": True}
 
@@ -408,7 +412,7 @@ class LegacyTokenCodec:
         issued_at, expires = claims.get("iat"), claims["exp"]
         if not (_is_number(issued_at) and _is_number(expires)):
             raise InvalidToken()
-        if issued_at > time.time() + LEGACY_IAT_LEEWAY_SECONDS:
+        if issued_at > min(time.time() + LEGACY_IAT_LEEWAY_SECONDS, self._issued_before):
             raise InvalidToken()
         if expires - issued_at > self._max_lifetime:
             raise InvalidToken()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -54,21 +54,26 @@ async def get_by_login(session: AsyncSession, identifier: str) -> User | None:
 
 
 async def check_identifiers_free(
-    session: AsyncSession, username: str, email: str, exclude_id: int | None = None
+    session: AsyncSession,
+    username: str,
+    email: str,
+    exclude_id: int | None = None,
+    changed: Collection[str] = ("username", "email"),
 ) -> None:
     """UsernameTaken or EmailTaken when another account (than ``exclude_id``) has this
-    username, or holds one of the login identifiers this username and email would claim
-    (a username may not be another account's email, nor an email another's username).
+    username, or holds one of the login identifiers that the ``changed`` fields of this
+    username and email would claim (a username may not be another account's email, nor an
+    email another's username).
 
     Gives the common case its answer; the unique constraints decide races (`add`,
     `claim_identifiers`)."""
     same_username = select(User.id).where(User.username == username)
-    claims = claimed_identifiers(username, email)
+    claims = claimed_identifiers(username, email, changed)
     held = select(LoginIdentifier.identifier).where(LoginIdentifier.identifier.in_(claims))
     if exclude_id is not None:
         same_username = same_username.where(User.id != exclude_id)
         held = held.where(LoginIdentifier.user_id != exclude_id)
-    if await session.scalar(same_username.limit(1)) is not None:
+    if "username" in changed and await session.scalar(same_username.limit(1)) is not None:
         raise UsernameTaken()
     taken = {claims[digest] for digest in await session.scalars(held)}
     if taken:
@@ -84,10 +89,14 @@ async def add(session: AsyncSession, user: User) -> User:
     return user
 
 
-async def claim_identifiers(session: AsyncSession, user: User) -> None:
+async def claim_identifiers(
+    session: AsyncSession, user: User, changed: Collection[str] = ("username", "email")
+) -> None:
     """Make the user's rows in ``login_identifiers`` those of their username and email:
-    stale ones are released, new ones claimed (the username's first, so that a clash on
-    both is reported as the username's). A claim another account holds is a 409."""
+    stale ones are released, the ``changed`` fields' new ones claimed (the username's
+    first, so that a clash on both is reported as the username's). A claim another account
+    holds is a 409. (An unchanged field is not claimed again: an account from before
+    migration 0005 may lack a claim that another account holds.)"""
     claims = claimed_identifiers(user.username, user.email)
     current = set(
         await session.scalars(
@@ -99,7 +108,11 @@ async def claim_identifiers(session: AsyncSession, user: User) -> None:
         await session.execute(
             sa_delete(LoginIdentifier).where(LoginIdentifier.identifier.in_(stale))
         )
-    new = {digest: field for digest, field in claims.items() if digest not in current}
+    new = {
+        digest: field
+        for digest, field in claimed_identifiers(user.username, user.email, changed).items()
+        if digest not in current
+    }
     await _insert_claims(session, user.id, new)
 
 
@@ -425,14 +438,19 @@ async def move_id_counter_past(session: AsyncSession, floor: int) -> None:
     """The next generated id is above ``floor``, above every id in the table and above every
     id already handed out (never moved back: a deleted user's id is never reused)."""
     if session.get_bind().dialect.name == "postgresql":
+        sequence = await session.scalar(text("SELECT pg_get_serial_sequence('users', 'id')"))
+        # The sequence's next value: last_value, or the one after it once it was handed out
+        # (pg_sequence_last_value() is NULL after setval(..., false): not enough here).
+        handed_out = (
+            f"(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "  # noqa: S608
+            f"FROM {sequence})"  # the database's own quoted name
+        )
         await session.execute(
             text(
-                "SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST(:floor, "
-                "(SELECT COALESCE(MAX(id), 0) FROM users), "
-                "pg_sequence_last_value(pg_get_serial_sequence('users', 'id')::regclass)) + 1, "
-                "false)"
+                f"SELECT setval(:sequence, GREATEST(:floor, "  # noqa: S608
+                f"(SELECT COALESCE(MAX(id), 0) FROM users), {handed_out}) + 1, false)"
             ),
-            {"floor": floor},
+            {"sequence": sequence, "floor": floor},
         )
         return
     # SQLite's AUTOINCREMENT hands out max(sqlite_sequence.seq, MAX(rowid)) + 1.

@@ -39,7 +39,10 @@ def normalize_email(value: str) -> str:
         validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
         raise ValueError(f"value is not a valid email address: {exc}") from None
-    return identifiers.normalize_email(value)
+    normal = identifiers.normalize_email(value)
+    if len(normal) > EMAIL_MAX:  # lower-casing can lengthen it ("İ" is two characters after)
+        raise ValueError(f"must have at most {EMAIL_MAX} characters once lower-cased")
+    return normal
 
 
 Username = Annotated[

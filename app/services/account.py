@@ -84,12 +84,13 @@ async def apply_changes(session: AsyncSession, user: User, changes: dict[str, An
             changes.get("username", user.username),
             changes.get("email", user.email),
             exclude_id=user.id,
+            changed=changes.keys(),
         )
     for field, value in changes.items():
         setattr(user, field, value)
     await users_repo.save(session)
     if identifiers_change:
-        await users_repo.claim_identifiers(session, user)
+        await users_repo.claim_identifiers(session, user, changes.keys())
 
 
 async def change_password(

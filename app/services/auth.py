@@ -68,7 +68,7 @@ async def login(
         await throttle.login_attempt(identifier, client_address)
         user = await users_repo.get_by_login(session, identifier)
         account = account_key(user.id) if user is not None else unknown_account_key(identifier)
-        await throttle.account_attempt(account)
+        await throttle.account_attempt(account, client_address)
     except TooManyRequests:
         metrics.record_login("throttled")
         raise
@@ -76,7 +76,7 @@ async def login(
     if user is None or not check.valid or not user.is_active:
         metrics.record_login("failed")
         raise InvalidCredentials()
-    await throttle.login_accepted(identifier, client_address)
+    await throttle.login_accepted(identifier, account, client_address)
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
     user.last_login = utcnow()

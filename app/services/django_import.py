@@ -479,11 +479,12 @@ async def import_django_users(
             failed = {problem.row_id for problem in problems}
             total = len(checker.source_ids)
             say(f"{total} rows; {len(failed)} duplicate(s) so far")
-            await _write(session, source, table, options, report, failed, total, say)
+            highest = await _write(session, source, table, options, report, failed, total, say)
             if report.commit:
-                # Past every source id, skipped rows included: an account registered here
-                # never gets an id that a later import of a fixed row would claim.
-                await users_repo.move_id_counter_past(session, checker.max_id)
+                # Past every source id, skipped rows included (and rows added to the source
+                # between the passes): an account registered here never gets an id that a
+                # later import of a fixed row would claim.
+                await users_repo.move_id_counter_past(session, max(checker.max_id, highest))
     # Named, never quoted: the messages of database errors can hold row values (hashes).
     except IntegrityError as exc:
         raise DjangoImportError(
@@ -513,10 +514,13 @@ async def _write(
     failed: set[int],
     total: int,
     say: Progress,
-) -> None:
+) -> int:
+    """Pass 2; returns the highest source id it read."""
+    highest = 0
     statement = sa.select(table).order_by(table.c.id)
     async for batch in _batches(source, statement, options.batch_size):
         report.read += len(batch)
+        highest = max(highest, batch[-1].id)
         rows = await asyncio.to_thread(_prepare_batch, batch, failed, options, report)
         writing = not options.dry_run and (options.skip_invalid or not failed)
         ours = await users_repo.rows_in_id_range(session, batch[0].id, batch[-1].id)
@@ -545,6 +549,7 @@ async def _write(
             await users_repo.reclaim_identifiers_many(session, [*changed, *new])
         say(f"{report.read}/{total} rows read")
     await session.flush()
+    return highest
 
 
 def _remove(paths: Iterable[Path]) -> None:

@@ -5,14 +5,17 @@ by none of the later ones:
 
 1. per client address (LOGIN_LIMIT_PER_ADDRESS);
 2. per pair (identifier as typed, client address) (LOGIN_LIMIT_PER_ACCOUNT): the identifier
-   in a canonical form (NFKC, trimmed, lower-cased), for known and unknown accounts alike,
+   as login tells accounts apart (`throttle_form`: an email, or a username holding an @,
+   NFKC and case-folded; a plain username exactly), for known and unknown accounts alike,
    so a stranger's guesses lock only the stranger's address, and a lockout through the
    username never shows on the email (which would tell that they are one account). A
    success clears the pair;
 3. per account across all addresses (LOGIN_LIMIT_PER_ACCOUNT_GLOBAL), the ceiling against
    guesses spread over many addresses: keyed by the account (an unknown identifier by its
    canonical form), so both spellings count there, successes included, and a success does
-   not clear it (the owner's logins would refill an attacker's budget).
+   not clear it (the owner's logins would refill an attacker's budget). Over it, addresses
+   the account logged in from in the last 30 days still get through, so the owner is not
+   locked out where they usually are.
 
 The current-password checks of the profile endpoints count per account
 (LOGIN_LIMIT_PER_ACCOUNT, cleared by a success) and then in the account's ceiling.
@@ -28,6 +31,7 @@ its window. Identifiers only appear in keys as a hash: never in clear, and never
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import ipaddress
 import logging
@@ -44,11 +48,14 @@ from limits.storage import storage_from_string
 
 from app.core.config import Settings
 from app.core.errors import ServiceUnavailable, TooManyRequests
-from app.core.identifiers import identifier_digest
+from app.core.identifiers import throttle_form
 
 logger = logging.getLogger("app.throttle")
 
 MEMORY_STORE_MAX_KEYS = 100_000
+KNOWN_ADDRESS_DAYS = 30
+# A mark, not a count: present once the account logged in from the address.
+_KNOWN_ADDRESS = limits.parse(f"1/{KNOWN_ADDRESS_DAYS} days")
 IPV6_PREFIX = 64  # a /64 is one subscriber's network: its 2**64 addresses are one client
 
 
@@ -66,10 +73,11 @@ def create_storage(settings: Settings) -> Storage:
 
 
 def identifier_key(identifier: str) -> str:
-    """The identifier as it appears in keys: in the form usernames and emails are compared
-    in (NFKC, lower-cased; `app.core.identifiers`), hashed, so neither an email in clear nor
-    a "/" (limits' separator) gets there."""
-    return identifier_digest(identifier)[:32]
+    """The identifier as it appears in keys: as login tells accounts apart (`throttle_form`:
+    ``Alice`` and ``alice`` are two accounts, so one's successful login never clears the
+    other's count), hashed, so neither an email in clear nor a "/" (limits' separator) gets
+    there."""
+    return hashlib.sha256(throttle_form(identifier).encode()).hexdigest()[:32]
 
 
 def account_key(user_id: int) -> str:
@@ -114,14 +122,29 @@ class Throttle:
         # unparsable address can make two pairs one key.
         await self._hit(self._per_account, "login-pair", identifier_key(identifier), network)
 
-    async def account_attempt(self, account: str) -> None:
-        """A login that got past `login_attempt`, against the account's ceiling."""
-        await self._hit(self._ceiling, "account-ceiling", account)
+    async def account_attempt(self, account: str, address: str) -> None:
+        """A login that got past `login_attempt`, against the account's ceiling. Over the
+        ceiling, an address the account logged in from in the last KNOWN_ADDRESS_DAYS still
+        gets through (its pair limit still holds): strangers spread over many addresses
+        cannot lock the owner out of the places they use."""
+        with _storage_guard():
+            if await self._limiter.hit(self._ceiling, "account-ceiling", account):
+                return
+            known = not await self._limiter.test(
+                _KNOWN_ADDRESS, "known-address", account, address_key(address)
+            )
+        if not known:
+            raise TooManyRequests(
+                await self._retry_after(self._ceiling, ("account-ceiling", account))
+            )
 
-    async def login_accepted(self, identifier: str, address: str) -> None:
-        """The right password: the pair starts again (the address and the ceiling do not)."""
-        pair = (identifier_key(identifier), address_key(address))
-        await self._clear(self._per_account, "login-pair", *pair)
+    async def login_accepted(self, identifier: str, account: str, address: str) -> None:
+        """The right password: the pair starts again (the address and the ceiling do not),
+        and the address is known to the account (see `account_attempt`)."""
+        network = address_key(address)
+        await self._clear(self._per_account, "login-pair", identifier_key(identifier), network)
+        with _storage_guard():
+            await self._limiter.hit(_KNOWN_ADDRESS, "known-address", account, network)
 
     async def password_attempt(self, account: str) -> None:
         """A current-password check (profile changes): the account's count, then its
