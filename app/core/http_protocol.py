@@ -67,7 +67,12 @@ async def _refuse(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCall
 
 
 class HeaderLimitHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` refusing heads over MAX_REQUEST_HEADER_BYTES (431)."""
+    """uvicorn's ``HttpToolsProtocol`` refusing heads over MAX_REQUEST_HEADER_BYTES (431).
+
+    The overrides run on every request, so they call the base class by name: ``super()``
+    costs a few tenths of a microsecond more. Measured in process, they add about 1 µs to
+    the 8-9 µs uvicorn takes to parse a request and start its task.
+    """
 
     # Offsets in the bytes received on the connection.
     _received = 0  # end of the chunk being parsed
@@ -78,12 +83,12 @@ class HeaderLimitHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._chunk_start = start = self._received
         self._received = received = start + len(data)
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if received - self._head_floor > MAX_REQUEST_HEADER_BYTES:
             self._refuse_incomplete_head()
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._head_start = self._chunk_start
         self._head_floor = self._received
 
@@ -99,11 +104,11 @@ class HeaderLimitHttpToolsProtocol(HttpToolsProtocol):
             app = self.app
             self.app = _refuse
             try:
-                super().on_headers_complete()
+                HttpToolsProtocol.on_headers_complete(self)
             finally:
                 self.app = app
         else:
-            super().on_headers_complete()
+            HttpToolsProtocol.on_headers_complete(self)
 
     def _head_size(self) -> int:
         fields = sum(len(name) + len(value) for name, value in self.headers)
