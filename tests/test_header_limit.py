@@ -114,6 +114,15 @@ def assert_still_serving(port: int) -> None:
         assert_healthy(read_response(stream))
 
 
+def send_slowly(sock: socket.socket, size: int) -> None:
+    """``size`` more bytes of a header value, 1 KiB at a time, or fewer if the server closes
+    the connection first."""
+    sent = 0
+    while sent < size and send(sock, b"a" * 1024):
+        sent += 1024
+        time.sleep(0.002)  # separate packets, each parsed on its own
+
+
 def assert_closed(stream: BinaryIO) -> None:
     with suppress(ConnectionResetError):
         assert stream.read() == b""
@@ -146,10 +155,7 @@ def test_a_header_streamed_slowly_is_refused_before_it_ends(port: int) -> None:
     waits keeps buffering (the old one did, then answered 200)."""
     with connect(port) as (sock, stream):
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: ")
-        sent = 0
-        while sent < 4 * MAX and send(sock, b"a" * 1024):
-            sent += 1024
-            time.sleep(0.002)  # separate packets, each parsed on its own
+        send_slowly(sock, 4 * MAX)
         # The head has not ended; a server without the limit is still waiting for it, and
         # this read times out (the socket's 30 s).
         assert_refused(read_response(stream))
@@ -210,11 +216,13 @@ def test_a_head_over_the_limit_behind_a_request_in_progress(port: int) -> None:
             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (len(login), login)
             + b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: "
-            + b"a" * (4 * MAX),
+            + b"a" * (4 * MAX),  # passes the limit while the password is being checked
         )
         first = read_response(stream)
         assert first is not None
         assert first[0] == 401  # an unknown user's password is checked all the same (slow)
+        # A server without the limit waits for the end of the head: the read below times out.
+        send_slowly(sock, 2 * MAX)
         second = read_response(stream)
         if second is not None:
             assert_refused(second)
