@@ -17,10 +17,12 @@ from alembic.config import Config
 from pydantic import ValidationError
 
 import app as app_package
-from app.core.config import DatabaseSettings, Settings
+from app.core.config import MAX_REQUEST_HEADER_BYTES, DatabaseSettings, Settings
 
 SUPERUSER_PASSWORD_ENV = "USERSERVICE_SUPERUSER_PASSWORD"  # noqa: S105 (a variable name)
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # see app/core/metrics.py
+# uvicorn imports it by name in each worker process (app/core/http_protocol.py).
+HTTPTOOLS_PROTOCOL = "app.core.http_protocol:HeaderLimitHttpToolsProtocol"
 S = TypeVar("S", bound=DatabaseSettings)
 
 
@@ -94,9 +96,12 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             access_log=False,  # RequestLogMiddleware logs each request as JSON
             proxy_headers=False,
             # uvicorn[standard]'s C event loop and HTTP parser; plain asyncio/h11 only where
-            # they cannot be installed (uvloop has no Windows build).
+            # they cannot be installed (uvloop has no Windows build). Either parser refuses
+            # a request head over MAX_REQUEST_HEADER_BYTES: httptools through our protocol
+            # (431), h11 through its own limit (400).
             loop="uvloop" if _importable("uvloop") else "asyncio",
-            http="httptools" if _importable("httptools") else "h11",
+            http=HTTPTOOLS_PROTOCOL if _importable("httptools") else "h11",
+            h11_max_incomplete_event_size=MAX_REQUEST_HEADER_BYTES,
         )
     finally:
         if metrics_dir is not None:

@@ -27,6 +27,10 @@ def _split_commas(value: object) -> object:
     return value
 
 
+# The most bytes a request's head (request line and header fields) may take; a larger one
+# is refused with 431 by the HTTP protocol (app/core/http_protocol.py) before the app sees it.
+MAX_REQUEST_HEADER_BYTES = 64 * 1024
+
 # The highest AVATAR_MAX_PIXELS accepted (8192x8192): a decoded RGBA image of this size
 # takes 256 MiB, so the setting cannot be raised into memory-exhaustion territory.
 AVATAR_PIXELS_CEILING = 8192 * 8192
