@@ -132,6 +132,32 @@ async def source_sql(source: DjangoSource, *statements: str, **params: Any) -> N
         await engine.dispose()
 
 
+async def insert_source_row(
+    source: DjangoSource,
+    row_id: int,
+    username: str,
+    email: str,
+    *,
+    first_name: str = "",
+    stored_hash: str = "!unusable",
+    superuser: bool = False,
+) -> None:
+    """A row written straight into the Django table (one create_user would refuse)."""
+    await source_sql(
+        source,
+        f"INSERT INTO {source.table} (id, password, is_superuser, username, first_name, "
+        "last_name, email, is_staff, is_active, date_joined, number_phone, avatar) VALUES "
+        "(:id, :password, :superuser, :username, :first_name, '', :email, :superuser, true, "
+        "CURRENT_TIMESTAMP, '', '')",
+        id=row_id,
+        password=stored_hash,
+        superuser=superuser,
+        username=username,
+        first_name=first_name,
+        email=email,
+    )
+
+
 @pytest.fixture
 def media(monkeypatch: pytest.MonkeyPatch, settings: Settings, tmp_path: Path) -> Path:
     """The CLI's environment: our database, our MEDIA_ROOT (returned)."""
@@ -296,14 +322,7 @@ async def test_a_skipped_top_row_never_hands_its_id_to_a_registration(
     the superuser into the stranger's account (and the stranger's password)."""
     table = django_source.table
     top = max(user["id"] for user in django_source.users.values()) + 1
-    await source_sql(
-        django_source,
-        f"INSERT INTO {table} (id, password, is_superuser, username, first_name, last_name, "
-        "email, is_staff, is_active, date_joined, number_phone, avatar) VALUES (:id, "
-        "'!unusable', true, 'boss', '', '', 'not-an-email', true, true, CURRENT_TIMESTAMP, "
-        "'', '')",
-        id=top,
-    )
+    await insert_source_row(django_source, top, "boss", "not-an-email", superuser=True)
     try:
         skipped = await import_django(capsys, django_source, "--skip-invalid")
         assert skipped.code == 0
@@ -513,17 +532,13 @@ async def bad_rows(django_source: DjangoSource) -> AsyncIterator[dict[int, str]]
         statements.append(f"ALTER TABLE {table} ALTER COLUMN first_name TYPE varchar(300)")
     await source_sql(django_source, *statements)
     for row_id, username, email, first_name, _ in rows:
-        await source_sql(
+        await insert_source_row(
             django_source,
-            f"INSERT INTO {table} (id, password, is_superuser, username, first_name, last_name, "
-            "email, is_staff, is_active, date_joined, number_phone, avatar) VALUES (:id, "
-            ":password, false, :username, :first_name, '', :email, false, true, "
-            "CURRENT_TIMESTAMP, '', '')",
-            id=row_id,
-            password=passwords.get(row_id, "!unusable"),
-            username=username,
+            row_id,
+            username,
+            email,
             first_name=first_name,
-            email=email,
+            stored_hash=passwords.get(row_id, "!unusable"),
         )
     try:
         yield {row_id: reason for row_id, *_, reason in rows}
