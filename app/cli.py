@@ -178,7 +178,7 @@ def create_superuser(username: str | None, email: str | None, password_stdin: bo
 
 async def _import_django(settings: Settings, args: argparse.Namespace) -> int:
     from app.core.db import create_engine, create_sessionmaker
-    from app.services.django_import import DjangoImportError, ImportOptions, import_django_users
+    from app.django_import import DjangoImportError, ImportOptions, import_django_users
 
     options = ImportOptions(
         source_url=args.source,

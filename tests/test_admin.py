@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.repositories import users as users_repo
+from app.repositories import user_search
 from tests.conftest import PASSWORD, bearer, login, media_files, register, set_columns, state
 from tests.test_avatar import png, upload_files
 
@@ -209,7 +209,7 @@ async def test_total_is_capped_on_postgresql(
     client: httpx.AsyncClient, app: FastAPI, crowd: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: exact up to TOTAL_CAP matches, TOTAL_CAP + 1 past it; the pages are whole."""
-    monkeypatch.setattr(users_repo, "TOTAL_CAP", 2)
+    monkeypatch.setattr(user_search, "TOTAL_CAP", 2)
     capped = app.state.engine.dialect.name == "postgresql"
     body = (await list_users(client, crowd)).json()
     assert [user["username"] for user in body["items"]] == ORDERINGS[0][1]
@@ -226,7 +226,7 @@ def test_search_document_is_the_indexed_expression() -> None:
     assert spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
-    assert migration.DOCUMENT == users_repo.SEARCH_DOCUMENT_SQL
+    assert migration.DOCUMENT == user_search.SEARCH_DOCUMENT_SQL
 
 
 async def test_filters(client: httpx.AsyncClient, crowd: str) -> None:

@@ -77,11 +77,11 @@ async def test_sql_errors_do_not_carry_the_statement_parameters(app: FastAPI) ->
 async def test_the_id_counter_never_moves_back(app: FastAPI) -> None:
     """move_id_counter_past (the Django import's): past the floor, never backwards, also
     when the counter was set and no id handed out since (PostgreSQL's setval(..., false))."""
-    from app.repositories import users as users_repo
+    from app.repositories import user_import
 
     for floor in (1000, 10):
         async with app.state.sessionmaker() as session, session.begin():
-            await users_repo.move_id_counter_past(session, floor)
+            await user_import.move_id_counter_past(session, floor)
     async with app.state.engine.begin() as connection:
         await connection.execute(
             text(

@@ -35,6 +35,7 @@ from app.core.config import Settings
 from app.core.security import PASSWORD_CONTEXT
 from app.main import create_app
 from app.models import User
+from app.repositories import user_import
 from app.repositories import users as users_repo
 from tests.conftest import (
     PASSWORD,
@@ -632,7 +633,7 @@ async def add_local_user(app: FastAPI, user_id: int, username: str, email: str) 
             password=PASSWORD_CONTEXT.hash("a-local-Passw0rd!"),
         )
         await users_repo.add(session, user)
-        await users_repo.move_id_counter_past(session, user_id)
+        await user_import.move_id_counter_past(session, user_id)
 
 
 async def test_unusable_sources_are_errors_not_tracebacks(

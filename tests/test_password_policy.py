@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.password_policy import common_passwords, password_problems
+from app.core.password_policy import common_passwords, password_problems
 
 
 def codes(password: str, **attributes: str) -> set[str]:

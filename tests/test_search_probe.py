@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.models.user import User
-from app.repositories import users as users_repo
+from app.repositories import user_search
 from app.services.search_probe import COMMON_SHARE, TrigramStats, rare_fragment
 from tests.conftest import bearer, login, register, set_columns
 
@@ -102,8 +102,10 @@ async def test_search_results_do_not_depend_on_the_probe(
 ) -> None:
     async with app.state.read_sessionmaker() as session:
         # A small table: min_rows lowered so that what every member has counts as common.
-        common = await users_repo.common_search_trigrams(session, COMMON_SHARE, min_rows=10)
-        assert await users_repo.common_search_trigrams(session, COMMON_SHARE, 1000) == (frozenset())
+        common = await user_search.common_search_trigrams(session, COMMON_SHARE, min_rows=10)
+        assert await user_search.common_search_trigrams(session, COMMON_SHARE, 1000) == (
+            frozenset()
+        )
         if app.state.engine.dialect.name == "postgresql":
             # Sampled from the table: what every member has is common, their numbers not.
             assert {"mem", "emb", "mbe", "ber", "exa", "amp"} <= common
@@ -114,7 +116,7 @@ async def test_search_results_do_not_depend_on_the_probe(
         for term in TERMS:
             pages = []
             for fragment in (None, rare_fragment(term, common), term[-3:]):
-                users, total = await users_repo.search(
+                users, total = await user_search.search(
                     session,
                     text=term,
                     is_active=None,

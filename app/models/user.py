@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import BigInteger, Index, Integer, String, false, text, true
 from sqlalchemy.orm import Mapped, mapped_column
@@ -16,6 +17,20 @@ NAME_MAX = 200
 PHONE_MAX = 10
 AVATAR_MAX = 255
 ID_MAX = 2**63 - 1  # BIGINT; larger ids are refused before they reach the database
+
+# The orders of the staff user list: a column, ``-`` for descending.
+Ordering = Literal[
+    "id",
+    "-id",
+    "username",
+    "-username",
+    "email",
+    "-email",
+    "date_joined",
+    "-date_joined",
+    "last_login",
+    "-last_login",
+]
 
 
 class User(Base):

@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from app.core.password_policy import PASSWORD_MAX_LENGTH
 from app.schemas.fields import (
     Email,
     PersonName,
@@ -11,7 +12,6 @@ from app.schemas.fields import (
     Username,
     reject_control_characters,
 )
-from app.services.password_policy import PASSWORD_MAX_LENGTH
 
 # Login accepts what older hashers may have stored (Django allows up to 4096 characters);
 # registration applies the password rules, which cap new passwords at 128.

@@ -14,8 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from app.models.user import EMAIL_MAX, ID_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX
-from app.repositories.users import Ordering
+from app.models.user import EMAIL_MAX, ID_MAX, NAME_MAX, PHONE_MAX, USERNAME_MAX, Ordering
 from app.schemas.auth import CurrentPassword, NewPassword
 from app.schemas.fields import (
     Email,

@@ -24,13 +24,13 @@ from app.core.errors import (
     PasswordRejected,
 )
 from app.core.images import ImageProcessor
+from app.core.password_policy import password_problems, user_attributes
 from app.core.security import PasswordHasher
 from app.core.storage import MediaStorage
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.user import PasswordChange, ProfileUpdate
 from app.services import sessions
-from app.services.password_policy import password_problems, user_attributes
 from app.services.throttle import Throttle, account_key
 
 AVATAR_DIRECTORY = "avatars"

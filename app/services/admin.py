@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.errors import UserNotFound
 from app.core.storage import MediaStorage
 from app.models.user import User
+from app.repositories import user_search
 from app.repositories import users as users_repo
 from app.schemas.user import AdminUserUpdate, UserListQuery
 from app.services import sessions
@@ -28,10 +29,10 @@ async def list_users(
     fragment = None
     if query.search:
         common = await trigram_stats.common(
-            partial(users_repo.common_search_trigrams, session, COMMON_SHARE, COMMON_MIN_ROWS)
+            partial(user_search.common_search_trigrams, session, COMMON_SHARE, COMMON_MIN_ROWS)
         )
         fragment = rare_fragment(query.search, common)
-    return await users_repo.search(
+    return await user_search.search(
         session,
         text=query.search,
         is_active=query.is_active,

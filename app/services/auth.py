@@ -6,13 +6,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.errors import InvalidCredentials, PasswordRejected, TooManyRequests
+from app.core.password_policy import password_problems, user_attributes
 from app.core.security import PasswordHasher, TokenCodec
 from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
 from app.services import sessions
-from app.services.password_policy import password_problems, user_attributes
 from app.services.throttle import Throttle, account_key, unknown_account_key
 
 

@@ -43,7 +43,7 @@ from app.core.images import CONTENT_TYPES, reencode
 from app.core.logging import database_error_facts
 from app.core.security import hash_cost_problem, is_native_password_hash
 from app.models.user import PASSWORD_HASH_MAX
-from app.repositories import users as users_repo
+from app.repositories import user_import
 from app.schemas.fields import Email, PersonName, PhoneNumber, Username, reject_control_characters
 
 DEFAULT_BATCH_SIZE = 5000
@@ -335,8 +335,8 @@ async def _check_duplicates(
     session: AsyncSession, source: AsyncConnection, table: sa.Table, options: ImportOptions
 ) -> tuple[_Checker, list[RowProblem]]:
     checker = _Checker(
-        await users_repo.ids_usernames_imported(session),
-        await users_repo.identifier_owners(session),
+        await user_import.ids_usernames_imported(session),
+        await user_import.identifier_owners(session),
     )
     statement = sa.select(table.c.id, table.c.username, table.c.email).order_by(table.c.id)
     async for batch in _batches(source, statement, options.batch_size):
@@ -484,7 +484,7 @@ async def import_django_users(
                 # Past every source id, skipped rows included (and rows added to the source
                 # between the passes): an account registered here never gets an id that a
                 # later import of a fixed row would claim.
-                await users_repo.move_id_counter_past(session, max(checker.max_id, highest))
+                await user_import.move_id_counter_past(session, max(checker.max_id, highest))
     # Named, never quoted: the messages of database errors can hold row values (hashes).
     except IntegrityError as exc:
         raise DjangoImportError(
@@ -523,7 +523,7 @@ async def _write(
         highest = max(highest, batch[-1].id)
         rows = await asyncio.to_thread(_prepare_batch, batch, failed, options, report)
         writing = not options.dry_run and (options.skip_invalid or not failed)
-        ours = await users_repo.rows_in_id_range(session, batch[0].id, batch[-1].id)
+        ours = await user_import.rows_in_id_range(session, batch[0].id, batch[-1].id)
         new: list[dict[str, Any]] = []
         changed: list[dict[str, Any]] = []
         for values in rows:
@@ -544,9 +544,9 @@ async def _write(
         report.updated += len(changed)
         if writing:
             # Updates first: a row may release an email that a new row takes.
-            await users_repo.update_many(session, changed)
-            await users_repo.insert_many(session, new)
-            await users_repo.reclaim_identifiers_many(session, [*changed, *new])
+            await user_import.update_many(session, changed)
+            await user_import.insert_many(session, new)
+            await user_import.reclaim_identifiers_many(session, [*changed, *new])
         say(f"{report.read}/{total} rows read")
     await session.flush()
     return highest
