@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint clean venv
+.PHONY: run test test-fast lint clean venv
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=python3.11)")'
@@ -24,6 +24,10 @@ run: $(STAMP)
 ## Run the whole test suite (SQLite, and PostgreSQL when reachable).
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## The suite without the slow tests (real servers, fuzzing, browser, outages, replicas).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 ## ruff, mypy and hadolint, as CI runs them.
 lint: $(STAMP)

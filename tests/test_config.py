@@ -123,6 +123,7 @@ def test_values_come_from_a_dotenv_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.access_token_ttl == timedelta(minutes=2)
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_with_a_clear_message(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "SECRET_KEY"}
     env["ENVIRONMENT"] = "production"

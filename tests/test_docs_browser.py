@@ -17,6 +17,9 @@ import pytest
 
 from tests.conftest import PASSWORD, run_server, user_payload
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path(os.environ.get("USERSERVICE_CHROMIUM", "/usr/bin/chromium"))
 REQUIRE_BROWSER = os.environ.get("USERSERVICE_REQUIRE_BROWSER") == "1"
 CHROMIUM_ARGS = [

@@ -20,6 +20,9 @@ from schemathesis.openapi import from_url
 
 from tests.conftest import PASSWORD, run_server
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 25
 CHECKS = [
     checks.not_a_server_error,

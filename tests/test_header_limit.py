@@ -17,6 +17,9 @@ import pytest
 from app.core.config import MAX_REQUEST_HEADER_BYTES
 from tests.conftest import new_database, run_server
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 MAX = MAX_REQUEST_HEADER_BYTES
 REFUSAL = {
     "detail": f"Request header fields exceed {MAX} bytes",

@@ -265,6 +265,7 @@ def migrate_together(database_url: str, workdir: Path, count: int = 2) -> list[t
                 process.wait()
 
 
+@pytest.mark.slow
 def test_replicas_starting_together_migrate_one_at_a_time(tmp_path: Path) -> None:
     """Two `migrate` processes on a new PostgreSQL database at the same moment, three times:
     under the advisory lock both succeed (the second finds the schema at head) and the

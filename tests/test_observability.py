@@ -99,6 +99,7 @@ def _log_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_server_logs_json_without_secrets_and_sums_metrics_over_workers(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -168,6 +169,7 @@ async def _refuse_new_users(database_url: str) -> None:
         await engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_database_errors_are_logged_without_the_values(backend: str, tmp_path: Path) -> None:
     """An unexpected database error on registration (a 500) is logged with its traceback and

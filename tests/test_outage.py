@@ -28,6 +28,9 @@ from tests.conftest import (
     user_payload,
 )
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 # Bounds asserted while the database is cut (the service runs with DB_CONNECT_TIMEOUT=2,
 # READINESS_TIMEOUT=2): generous for a loaded 2-core machine, far below a hung request.
 MAX_SECONDS_TO_503 = 15

@@ -13,6 +13,9 @@ import redis
 
 from tests.conftest import PASSWORD, REDIS_URL, REQUIRE_REDIS, run_server
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:

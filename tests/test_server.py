@@ -17,6 +17,9 @@ from PIL import Image
 
 from tests.conftest import PASSWORD, run_server, server_env, user_payload
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 MAX_BODY = 64 * 1024
 
 

@@ -36,6 +36,9 @@ FUZZ = hypothesis_settings(
     suppress_health_check=list(HealthCheck),
 )
 
+# Real servers, processes or fuzzing: `make test-fast` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
