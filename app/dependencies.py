@@ -175,7 +175,7 @@ async def _read_user(
     codec: TokenCodec = state.token_codec
     reader: LiveUserReader | None = state.live_user_reader
     if reader is not None:
-        user = await sessions.user_from_access_token_live(reader, codec, token, legacy_codec)
+        user = await sessions.resolve_access_token(reader, codec, token, legacy_codec)
     else:
         sessionmaker: async_sessionmaker[AsyncSession] = state.read_sessionmaker
         async with sessionmaker() as session:

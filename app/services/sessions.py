@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,10 +24,9 @@ from app.core.errors import (
 )
 from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
 from app.models.base import utcnow
-from app.models.user import User, UserSnapshot
+from app.models.user import User
 from app.repositories import auth_sessions as sessions_repo
 from app.repositories import users as users_repo
-from app.repositories.live_users import LiveUserReader
 
 
 class _TokenHolder(Protocol):
@@ -42,6 +39,37 @@ class _TokenHolder(Protocol):
 
 
 UserT = TypeVar("UserT", bound=_TokenHolder)
+UserT_co = TypeVar("UserT_co", bound=_TokenHolder, covariant=True)
+
+
+class UserLookup(Protocol[UserT_co]):
+    """Where a token's user is read from: the seam between the token rules here and the
+    queries. Two implementations: `OrmUserLookup` (an AsyncSession: writes, and reads on
+    SQLite) and `app.repositories.live_users.LiveUserReader` (PostgreSQL's read-only
+    routes: one prepared statement on the driver)."""
+
+    async def user_with_session_state(
+        self, user_id: int, session_id: uuid.UUID
+    ) -> tuple[UserT_co | None, bool]:
+        """The user and whether ``session_id`` is a live session of theirs, in one query."""
+        ...
+
+    async def user(self, user_id: int) -> UserT_co | None: ...
+
+
+class OrmUserLookup:
+    """`UserLookup` through the request's ORM session: the user comes back attached to it."""
+
+    def __init__(self, db: AsyncSession) -> None:
+        self._db = db
+
+    async def user_with_session_state(
+        self, user_id: int, session_id: uuid.UUID
+    ) -> tuple[User | None, bool]:
+        return await sessions_repo.get_user_with_session_state(self._db, user_id, session_id)
+
+    async def user(self, user_id: int) -> User | None:
+        return await users_repo.get_by_id(self._db, user_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,46 +145,29 @@ async def user_from_access_token(
     accepted for imported accounts only, and end at the account's token cut-off
     (logout-all, password change, deactivation) or their (short, capped) lifetime.
     """
-    return await _resolve(
-        codec,
-        token,
-        legacy_codec,
-        partial(sessions_repo.get_user_with_session_state, db),
-        partial(users_repo.get_by_id, db),
-    )
+    return await resolve_access_token(OrmUserLookup(db), codec, token, legacy_codec)
 
 
-async def user_from_access_token_live(
-    reader: LiveUserReader,
+async def resolve_access_token(
+    users: UserLookup[UserT],
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None = None,
-) -> UserSnapshot:
-    """The same rules as `user_from_access_token`, through the driver-level reader
-    (PostgreSQL, read-only routes)."""
-    return await _resolve(codec, token, legacy_codec, reader.user_with_session_state, reader.user)
-
-
-async def _resolve(
-    codec: TokenCodec,
-    token: str,
-    legacy_codec: LegacyTokenCodec | None,
-    user_with_session_state: Callable[[int, uuid.UUID], Awaitable[tuple[UserT | None, bool]]],
-    user_by_id: Callable[[int], Awaitable[UserT | None]],
 ) -> UserT:
+    """The rules of `user_from_access_token`, with the user read through ``users``."""
     try:
         claims = codec.verify(token, "access")
     except InvalidToken:
         if legacy_codec is None:
             raise
         legacy = legacy_codec.verify(token)
-        holder = _usable(await user_by_id(legacy.user_id))
+        holder = _usable(await users.user(legacy.user_id))
         if not holder.imported:  # an id the Django service never gave this account
             raise InvalidToken() from None
         if not _issued_in_time(holder.tokens_valid_after, legacy.issued_at, has_session=False):
             raise SessionRevoked() from None
         return holder
-    user, session_live = await user_with_session_state(claims.user_id, claims.session_id)
+    user, session_live = await users.user_with_session_state(claims.user_id, claims.session_id)
     user = _usable(user)
     if not session_live or not _issued_in_time(
         user.tokens_valid_after, claims.issued_at, has_session=True
