@@ -5,7 +5,9 @@ Builds a Django-shaped source table with the test Django project's own migration
 file) by executemany, then times a first import into an empty, migrated database and a
 second, idempotent one. Prints the figures; asserts nothing about them.
 
-    python bench/import_django.py [--rows 100000] [--backend sqlite|postgresql]
+    python -m bench.import_django [--rows 100000] [--backend sqlite|postgresql|both]
+
+(from the repository's root).
 
 PostgreSQL: the server at TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/
 postgres); scratch databases are created and dropped.
@@ -22,48 +24,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app import cli
+from bench.database import database_url, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app.cli import main  # noqa: E402
-
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 # One real Django hash for every row: hashing is not what is measured.
 HASH = "pbkdf2_sha256$1000000$W3st1a3upQmM9Y4dqNW7YL$nGeqzLGfOs0iGOMFgyFAF1d7h0QxSYqiyB12Q4ajB3o="
 
 DATETIMES = {"last_login", "date_joined"}
-
-
-async def _pg_admin(statement: str) -> None:
-    connection = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@contextlib.contextmanager
-def pg_database() -> Iterator[str]:
-    name = f"userservice_bench_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def pg_url(database: str, driver: str = "postgresql") -> str:
-    base, _, _ = PG_ADMIN_URL.rpartition("/")
-    return base.replace("postgresql://", f"{driver}://", 1) + "/" + database
 
 
 def django_schema(env: dict[str, str]) -> str:
@@ -130,7 +106,7 @@ def timed_import(target_url: str, source_url: str, media_root: Path, work: Path)
         SECRET_KEY="bench-secret-key-that-is-long-enough-0123456789",
     )
     started = time.perf_counter()
-    code = main(["import-django", "--source", source_url, "--media-root", str(media_root)])
+    code = cli.main(["import-django", "--source", source_url, "--media-root", str(media_root)])
     elapsed = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"import failed with exit code {code}")
@@ -149,11 +125,12 @@ def run(backend: str, count: int) -> None:
             fill_url = f"sqlite+aiosqlite:///{source_file}"
             target_url = f"sqlite+aiosqlite:///{work / 'userservice.db'}"
         else:
-            source_db = stack.enter_context(pg_database())
+            source_db = stack.enter_context(scratch_database(PG_ADMIN_URL))
             table = django_schema({"DJANGO_DB_ENGINE": "postgresql", "DJANGO_DB_NAME": source_db})
-            source_url = pg_url(source_db)
-            fill_url = pg_url(source_db, "postgresql+asyncpg")
-            target_url = pg_url(stack.enter_context(pg_database()), "postgresql+asyncpg")
+            source_url = database_url(PG_ADMIN_URL, source_db)
+            fill_url = database_url(PG_ADMIN_URL, source_db, "postgresql+asyncpg")
+            target_db = stack.enter_context(scratch_database(PG_ADMIN_URL))
+            target_url = database_url(PG_ADMIN_URL, target_db, "postgresql+asyncpg")
         started = time.perf_counter()
         asyncio.run(fill(fill_url, table, rows(count, media)))
         print(
@@ -169,10 +146,14 @@ def run(backend: str, count: int) -> None:
         )
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
         run(name, args.rows)
+
+
+if __name__ == "__main__":
+    main()

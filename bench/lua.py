@@ -1,0 +1,96 @@
+"""The Lua scripts wrk runs: what each measurement requests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+PASSWORD = "bench-password-31415"  # every seeded user's (bench/database.py)
+
+
+def lua_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def plain(method: str, path: str) -> str:
+    return f"""
+request = function()
+  return wrk.format({lua_string(method)}, {lua_string(path)})
+end
+"""
+
+
+def bearer_tokens(method: str, path: str, tokens: Sequence[str]) -> str:
+    """Bearer requests cycling through distinct users' access tokens."""
+    table = ",\n".join(lua_string(token) for token in tokens)
+    return f"""
+local tokens = {{
+{table}
+}}
+local i = 0
+request = function()
+  i = i % #tokens + 1
+  return wrk.format({lua_string(method)}, {lua_string(path)},
+    {{["Authorization"] = "Bearer " .. tokens[i], ["Content-Type"] = "application/json"}})
+end
+"""
+
+
+def admin_search(staff_token: str, users: int) -> str:
+    """Staff search: half by a username fragment, half by a last-name fragment."""
+    return f"""
+local n = 0
+math.randomseed(12345)
+request = function()
+  n = n + 1
+  local term
+  if n % 2 == 0 then
+    term = "user" .. math.random(1, {users})
+  else
+    term = "ln" .. string.format("%06x", math.random(0, 16777215)):sub(1, 5)
+  end
+  return wrk.format("GET", "/api/v1/users?search=" .. term .. "&limit=20",
+    {{["Authorization"] = "Bearer " .. {lua_string(staff_token)}}})
+end
+"""
+
+
+def login(users: int, start: int) -> str:
+    """Log in as user<k> for k cycling through every seeded user (distinct accounts)."""
+    return f"""
+local k = {start}
+request = function()
+  k = k % {users} + 1
+  local body = '{{"username":"user' .. k .. '","password":"{PASSWORD}"}}'
+  return wrk.format("POST", "/api/v1/auth/token",
+    {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def refresh(tokens: Sequence[str]) -> str:
+    """Per-connection chains: each answer's new refresh token is queued for the next
+    request (wrk calls response() before it builds that connection's next request); every
+    token is sent once. A failed answer breaks its chain, a spare token restarts it."""
+    table = ",\n".join(lua_string(token) for token in tokens)
+    return f"""
+local queue = {{
+{table}
+}}
+local head = 1
+local tail = #queue
+request = function()
+  local token = queue[head]
+  queue[head] = nil
+  head = head + 1
+  if token == nil then token = "exhausted" end
+  return wrk.format("POST", "/api/v1/auth/token/refresh",
+    {{["Content-Type"] = "application/json"}}, '{{"refresh_token":"' .. token .. '"}}')
+end
+response = function(status, headers, body)
+  local token = body:match('"refresh_token":"([^"]+)"')
+  if token ~= nil then
+    tail = tail + 1
+    queue[tail] = token
+  end
+end
+"""
