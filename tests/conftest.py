@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -30,6 +26,8 @@ from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
 from app.models import User
+from bench import server as bench_server
+from bench.server import free_port as free_port  # test modules import it from here
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_REDIS = os.environ.get("USERSERVICE_REQUIRE_REDIS") == "1"
@@ -174,18 +172,8 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("USERSERVICE_")}
-    env.update(DATABASE_URL=database_url, SECRET_KEY=TEST_SECRET_KEY, LOG_LEVEL="WARNING")
-    env.update(extra)
-    return env
+    return bench_server.server_env(database_url, TEST_SECRET_KEY, **extra)
 
 
 @contextmanager
@@ -195,35 +183,14 @@ def run_server(
     """``python -m app serve --workers N`` (migrations, then uvicorn) on a free port; yields
     its URL. ``env`` adds environment variables; the output goes to ``workdir/server-PORT.log``.
     """
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"),
-                *("--port", str(port), "--workers", str(workers)),
-            ],
-            cwd=workdir,
-            env=server_env(database_url, **env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    try:
+        server = bench_server.Server.start(
+            server_env(database_url, **env), workdir, workers=workers
         )
-        base_url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"server did not start:\n{log_path.read_text()}")
-                time.sleep(0.1)
-            yield base_url
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
+    except bench_server.ServerError as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server.url
 
 
 async def db_rows(app: FastAPI) -> list[dict[str, Any]]:
