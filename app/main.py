@@ -13,8 +13,8 @@ from fastapi.routing import APIRoute
 
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
-from app.core.errors import install_error_handlers
 from app.core.gc_tuning import freeze_startup_objects, unfreeze
+from app.core.http_errors import install_error_handlers
 from app.core.images import ImageProcessor
 from app.core.metrics import track_pool
 from app.core.middleware import (
