@@ -13,8 +13,8 @@ from fastapi.routing import APIRoute
 
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
-from app.core.errors import install_error_handlers
 from app.core.gc_tuning import freeze_startup_objects, unfreeze
+from app.core.http_errors import install_error_handlers
 from app.core.images import ImageProcessor
 from app.core.metrics import track_pool
 from app.core.middleware import (
@@ -28,6 +28,7 @@ from app.repositories.live_users import LiveUserReader
 from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
 from app.routers.docs import install_docs
 from app.schemas.auth import LoginForm, LoginRequest
+from app.schemas.errors import ErrorResponse
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle, create_storage
 
@@ -129,12 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware, no_store_prefix=API_PREFIX)
     app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, 413s included
-    _include_extra_schemas(app, LoginRequest, LoginForm)
+    _include_extra_schemas(app, LoginRequest, LoginForm, ErrorResponse)
     return app
 
 
 def _include_extra_schemas(app: FastAPI, *models: Any) -> None:
-    """Publish models referenced only from ``openapi_extra`` as named components."""
+    """Publish models referenced only from ``openapi_extra``, or from no route (the shape of
+    every error body), as named components."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

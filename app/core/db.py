@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import DatabaseSettings
-from app.core.errors import AppError, ServiceUnavailable, is_database_unavailable
+from app.core.db_errors import is_database_unavailable
+from app.core.errors import AppError, ServiceUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _AFTER_COMMIT = "after_commit"

@@ -31,10 +31,10 @@ from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.core.config import MAX_REQUEST_HEADER_BYTES
-from app.core.errors import UNEXPECTED_ERROR_HEADERS
+from app.core.http_errors import UNEXPECTED_ERROR_HEADERS, RequestHeadersTooLarge
 
-HEADER_TOO_LARGE_CODE = "request_header_fields_too_large"
-HEADER_TOO_LARGE_STATUS = 431
+HEADER_TOO_LARGE_CODE = RequestHeadersTooLarge.code
+HEADER_TOO_LARGE_STATUS = RequestHeadersTooLarge.status_code
 REFUSAL_BODY = json.dumps(
     {
         "detail": f"Request header fields exceed {MAX_REQUEST_HEADER_BYTES} bytes",

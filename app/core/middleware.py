@@ -14,9 +14,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
+from app.core.http_errors import RequestTooLarge
 from app.core.logging import REQUEST_LOGGER, request_id_var
 
-BODY_TOO_LARGE_CODE = "request_too_large"
+BODY_TOO_LARGE_CODE = RequestTooLarge.code
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is kept when it is short and made of safe characters (it ends up in
 # logs and headers); anything else is replaced by a generated one.

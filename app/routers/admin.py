@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 from pydantic import BeforeValidator
 
+from app.core.errors import EmailTaken, LastSuperuser, UsernameTaken
 from app.dependencies import (
     MediaStorageDep,
     ReadSessionDep,
@@ -18,7 +19,12 @@ from app.dependencies import (
 )
 from app.models.user import ID_MAX
 from app.routers import API_PREFIX
-from app.routers.responses import error_responses
+from app.routers.responses import (
+    BODY_ERRORS,
+    PARAMETER_ERRORS,
+    STAFF_ERRORS,
+    error_responses,
+)
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
@@ -53,11 +59,8 @@ _404 = "No user has this id, or the token's user no longer exists."
     "",
     response_model=UserPage,
     responses=error_responses(
-        401,
-        403,
-        404,
-        422,
-        503,
+        STAFF_ERRORS,
+        PARAMETER_ERRORS,
         descriptions={
             401: _401,
             403: _403,
@@ -91,7 +94,7 @@ async def list_users(
     "/{user_id}",
     response_model=UserRead,
     responses=error_responses(
-        401, 403, 404, 422, 503, descriptions={401: _401, 403: _403, 404: _404}
+        STAFF_ERRORS, PARAMETER_ERRORS, descriptions={401: _401, 403: _403, 404: _404}
     ),
     summary="Get a user (staff)",
 )
@@ -103,13 +106,11 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, session: ReadSessionD
     "/{user_id}",
     response_model=UserRead,
     responses=error_responses(
-        401,
-        403,
-        404,
-        409,
-        413,
-        422,
-        503,
+        STAFF_ERRORS,
+        BODY_ERRORS,
+        UsernameTaken,
+        EmailTaken,
+        LastSuperuser,
         descriptions={
             401: _401,
             403: _403,
@@ -132,12 +133,9 @@ async def update_user(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(
-        401,
-        403,
-        404,
-        409,
-        422,
-        503,
+        STAFF_ERRORS,
+        PARAMETER_ERRORS,
+        LastSuperuser,
         descriptions={
             401: _401,
             403: _403,

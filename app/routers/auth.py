@@ -6,7 +6,17 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.core.errors import UnsupportedMediaType
+from app.core.errors import (
+    EmailTaken,
+    InactiveUser,
+    InvalidCredentials,
+    InvalidToken,
+    PasswordRejected,
+    RefreshTokenReused,
+    SessionRevoked,
+    UnsupportedMediaType,
+    UsernameTaken,
+)
 from app.dependencies import (
     ClientAddressDep,
     CurrentUser,
@@ -16,7 +26,13 @@ from app.dependencies import (
     TokenCodecDep,
 )
 from app.routers import API_PREFIX
-from app.routers.responses import error_responses
+from app.routers.responses import (
+    BODY_ERRORS,
+    DATABASE_ERRORS,
+    SIGNED_IN_ERRORS,
+    THROTTLE_ERRORS,
+    error_responses,
+)
 from app.schemas.auth import (
     LoginForm,
     LoginRequest,
@@ -48,7 +64,9 @@ def _token_response(pair: TokenPair) -> Token:
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=error_responses(409, 413, 422, 429, 503),
+    responses=error_responses(
+        BODY_ERRORS, DATABASE_ERRORS, THROTTLE_ERRORS, UsernameTaken, EmailTaken, PasswordRejected
+    ),
     summary="Register a new user",
 )
 async def register(
@@ -94,7 +112,9 @@ LOGIN_REQUEST_BODY = {
 @router.post(
     "/token",
     response_model=Token,
-    responses=error_responses(401, 413, 415, 422, 429, 503),
+    responses=error_responses(
+        BODY_ERRORS, DATABASE_ERRORS, THROTTLE_ERRORS, InvalidCredentials, UnsupportedMediaType
+    ),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
     "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
@@ -125,7 +145,14 @@ async def login(
 @router.post(
     "/token/refresh",
     response_model=Token,
-    responses=error_responses(401, 413, 422, 503),
+    responses=error_responses(
+        BODY_ERRORS,
+        DATABASE_ERRORS,
+        InvalidToken,
+        SessionRevoked,
+        RefreshTokenReused,
+        InactiveUser,
+    ),
     summary="Rotate a refresh token",
     description="Returns a new access token and a new refresh token; the one sent is spent. "
     "Sending a spent refresh token again revokes the whole session (401).",
@@ -137,7 +164,7 @@ async def refresh_token(data: RefreshRequest, session: SessionDep, codec: TokenC
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 413, 422, 503),
+    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, InvalidToken),
     summary="End the session of a refresh token",
     description="Its access tokens stop working at once. Idempotent.",
 )
@@ -149,7 +176,7 @@ async def logout(data: LogoutRequest, session: SessionDep, codec: TokenCodecDep)
 @router.post(
     "/logout-all",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 404, 503),
+    responses=error_responses(SIGNED_IN_ERRORS),
     summary="End every session of the signed-in user",
 )
 async def logout_all(user: CurrentUser, session: SessionDep) -> Response:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from app.core.db import check_database
+from app.core.errors import ServiceUnavailable
 from app.dependencies import SettingsDep
 from app.routers.responses import error_responses
 
@@ -26,7 +27,7 @@ async def healthz() -> Health:
     response_model=Health,
     summary="Readiness: the database answers within READINESS_TIMEOUT",
     responses=error_responses(
-        503,
+        ServiceUnavailable,
         descriptions={503: "The database did not answer in time: try again after Retry-After."},
     ),
 )

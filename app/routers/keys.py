@@ -13,7 +13,7 @@ router = APIRouter(tags=["keys"])
 @router.get(
     "/.well-known/jwks.json",
     response_model=JWKS,
-    responses=error_responses(404),
+    responses=error_responses(NoPublicKeys),
     summary="Public keys that verify our tokens (RS256/ES256 only)",
 )
 async def jwks(codec: TokenCodecDep) -> JWKS:

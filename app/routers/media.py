@@ -33,7 +33,7 @@ MEDIA_HEADERS = {
             },
             "description": "The image, with its type and `X-Content-Type-Options: nosniff`.",
         },
-        **error_responses(404, descriptions={404: "No such file."}),
+        **error_responses(MediaNotFound, descriptions={404: "No such file."}),
     },
     summary="Get an uploaded image",
 )

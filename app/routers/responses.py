@@ -1,10 +1,73 @@
-"""OpenAPI descriptions of the error responses, so /docs and generated clients show them."""
+"""OpenAPI error responses, generated from the error kinds each route declares.
+
+A route lists the `AppError` kinds it can answer; the shared ones come as the tuples below,
+declared once beside the dependency or mechanism that raises them::
+
+    @router.patch("/profile", responses=error_responses(
+        SIGNED_IN_ERRORS, BODY_ERRORS, THROTTLE_ERRORS,
+        InvalidCurrentPassword, UsernameTaken, EmailTaken))
+
+Each status the kinds map to becomes a documented response: the status's description (or
+the route's own, from ``descriptions``) and a named body schema whose ``code`` is an enum
+of exactly the codes of that route at that status. Every route can also answer 500.
+
+The body schemas are named components, one per set of codes, named after the codes
+(``UserNotFoundError``, ``EmailTakenOrUsernameTakenError``): routes with the same set share
+one type, which client generators (openapi-generator, openapi-typescript) turn into one
+reusable model or union of string literals, where inline schemas would give one anonymous
+``{Operation}{Status}Response`` model per route and status. ``ErrorResponse`` (any code)
+stays the shape they all have; 422 is always ``ValidationErrorResponse``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from pydantic import Field, create_model
+
+from app.core.errors import (
+    AppError,
+    InactiveUser,
+    InvalidToken,
+    NotAuthenticated,
+    PermissionDenied,
+    ServiceUnavailable,
+    SessionRevoked,
+    TooManyRequests,
+    UserNotFound,
+)
+from app.core.http_errors import InternalError, InvalidRequest, MalformedBody, RequestTooLarge
 from app.schemas.errors import ErrorResponse, ValidationErrorResponse
+
+ErrorKinds = type[AppError] | Iterable[type[AppError]]
+
+# The shared error kinds, each named once.
+
+# The request's database (`SessionDep`, `ReadSessionDep`, the current-user lookups): down,
+# unreachable or too slow (`app.core.http_errors`, `app.core.db_errors`).
+DATABASE_ERRORS: tuple[type[AppError], ...] = (ServiceUnavailable,)
+# The bearer-token user (`CurrentUser`, `ReadCurrentUser`, and through `OwnTokenUser` the
+# staff and superuser dependencies): `app.dependencies`, `services.sessions`.
+SIGNED_IN_ERRORS: tuple[type[AppError], ...] = (
+    NotAuthenticated,
+    InvalidToken,
+    SessionRevoked,
+    InactiveUser,
+    UserNotFound,
+    *DATABASE_ERRORS,
+)
+# `StaffUser`, `ReadStaffUser`, `SuperUser`: signed in, and not allowed.
+STAFF_ERRORS: tuple[type[AppError], ...] = (*SIGNED_IN_ERRORS, PermissionDenied)
+# `ThrottleDep` (`services.throttle`): out of attempts, or its store (Redis) down.
+THROTTLE_ERRORS: tuple[type[AppError], ...] = (TooManyRequests, ServiceUnavailable)
+# Query or path parameters that do not validate (FastAPI).
+PARAMETER_ERRORS: tuple[type[AppError], ...] = (InvalidRequest,)
+# A route that reads a body: unparsable (FastAPI), over MAX_BODY_BYTES (the body limit
+# middleware), or invalid (FastAPI, or a rule checked by the service: `FieldRejected`).
+BODY_ERRORS: tuple[type[AppError], ...] = (MalformedBody, RequestTooLarge, InvalidRequest)
+# Every route: a bug.
+ALWAYS: tuple[type[AppError], ...] = (InternalError,)
 
 _DESCRIPTIONS = {
     400: "The body could not be parsed (malformed multipart, JSON nested too deeply).",
@@ -23,18 +86,88 @@ _DESCRIPTIONS = {
     503: "A backing service is unavailable: the database (down, unreachable or too slow) or, "
     "where attempts are counted, the throttling store (Redis). Retry after Retry-After seconds.",
 }
+_CODE_DESCRIPTION = "Stable machine-readable error code."
+
+_models: dict[tuple[str, ...], type[ErrorResponse]] = {}
 
 
 def error_responses(
-    *status_codes: int, descriptions: dict[int, str] | None = None
+    *errors: ErrorKinds, descriptions: Mapping[int, str] | None = None
 ) -> dict[int | str, dict[str, Any]]:
-    """The error responses of a route; ``descriptions`` replaces the generic wording where a
-    status means something particular on that route. Every route that reads a body (413)
-    can also answer 400."""
-    implied = [400] if 413 in status_codes else []
-    responses: dict[int | str, dict[str, Any]] = {}
-    for status_code in sorted({*status_codes, *implied, 500}):
-        model = ValidationErrorResponse if status_code == 422 else ErrorResponse
-        description = (descriptions or {}).get(status_code, _DESCRIPTIONS[status_code])
-        responses[status_code] = {"model": model, "description": description}
-    return responses
+    """The error responses of a route that can answer ``errors`` (kinds, or tuples of them);
+    ``descriptions`` replaces the generic wording where a status means something particular
+    on that route."""
+    by_status: dict[int, set[str]] = {}
+    for kind in (*_kinds(errors), *ALWAYS):
+        by_status.setdefault(kind.status_code, set()).add(kind.code)
+    descriptions = descriptions or {}
+    if stray := set(descriptions) - set(by_status):
+        raise ValueError(f"descriptions of statuses no declared error has: {sorted(stray)}")
+    return {
+        status_code: {
+            "model": error_model(status_code, by_status[status_code]),
+            "description": descriptions.get(status_code, _DESCRIPTIONS[status_code]),
+        }
+        for status_code in sorted(by_status)
+    }
+
+
+def error_model(
+    status_code: int, codes: Iterable[str]
+) -> type[ErrorResponse | ValidationErrorResponse]:
+    """The named body schema of ``codes``: ``code`` is their enum; made once per set."""
+    key = tuple(sorted(codes))
+    if status_code == InvalidRequest.status_code:
+        if key != (InvalidRequest.code,):
+            raise ValueError(f"a 422 has the code {InvalidRequest.code!r}, not {key}")
+        return ValidationErrorResponse
+    if key not in _models:
+        example = next(
+            ((code, detail) for code in key if (detail := _example_detail(code)) is not None),
+            None,
+        )
+        _models[key] = create_model(
+            _schema_name(key),
+            __base__=ErrorResponse,
+            detail=(str, Field(examples=[example[1]]) if example else Field()),
+            code=(
+                str,
+                Field(
+                    description=_CODE_DESCRIPTION,
+                    examples=[example[0] if example else key[0]],
+                    json_schema_extra={"enum": list(key)},
+                ),
+            ),
+        )
+    return _models[key]
+
+
+def _schema_name(codes: tuple[str, ...]) -> str:
+    """``("email_taken", "username_taken")`` → ``EmailTakenOrUsernameTakenError``."""
+    name = "Or".join(code.title().replace("_", "") for code in codes)
+    return name if name.endswith("Error") else f"{name}Error"
+
+
+def _example_detail(code: str) -> str | None:
+    """The default detail of the first kind with ``code`` that has one of its own."""
+    kinds = list(_subclasses(AppError))
+    return next(
+        (kind.detail for kind in kinds if kind.code == code and kind.detail != AppError.detail),
+        None,
+    )
+
+
+def _subclasses(kind: type[AppError]) -> Iterator[type[AppError]]:
+    for subclass in kind.__subclasses__():
+        yield subclass
+        yield from _subclasses(subclass)
+
+
+def _kinds(errors: Iterable[ErrorKinds]) -> list[type[AppError]]:
+    kinds: list[type[AppError]] = []
+    for item in errors:
+        if isinstance(item, type):
+            kinds.append(item)
+        else:
+            kinds.extend(_kinds(item))
+    return kinds

@@ -4,6 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile, status
 
+from app.core.errors import (
+    EmailTaken,
+    FileTooLarge,
+    InvalidCurrentPassword,
+    InvalidImage,
+    LastSuperuser,
+    PasswordRejected,
+    UsernameTaken,
+)
 from app.dependencies import (
     CurrentUser,
     ImageProcessorDep,
@@ -15,13 +24,18 @@ from app.dependencies import (
 )
 from app.models.user import UserSnapshot
 from app.routers import API_PREFIX
-from app.routers.responses import error_responses
+from app.routers.responses import (
+    BODY_ERRORS,
+    SIGNED_IN_ERRORS,
+    THROTTLE_ERRORS,
+    error_responses,
+)
 from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
 router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
-PROFILE_RESPONSES = error_responses(401, 404, 503)
+PROFILE_RESPONSES = error_responses(SIGNED_IN_ERRORS)
 PROFILE_DESCRIPTION = (
     "The signed-in user's profile. No request body is needed (an empty body or `{}` works): "
     "the user comes from the bearer token."
@@ -54,14 +68,12 @@ async def get_profile(user: ReadCurrentUser) -> UserSnapshot:
     "/profile",
     response_model=UserRead,
     responses=error_responses(
-        401,
-        403,
-        404,
-        409,
-        413,
-        422,
-        429,
-        503,
+        SIGNED_IN_ERRORS,
+        BODY_ERRORS,
+        THROTTLE_ERRORS,
+        InvalidCurrentPassword,
+        UsernameTaken,
+        EmailTaken,
         descriptions={
             403: "Changing the email or username needs the right `current_password` "
             "(code `invalid_current_password`).",
@@ -88,11 +100,10 @@ async def update_profile(
     "/profile/avatar",
     response_model=UserRead,
     responses=error_responses(
-        401,
-        404,
-        413,
-        422,
-        503,
+        SIGNED_IN_ERRORS,
+        BODY_ERRORS,
+        FileTooLarge,
+        InvalidImage,
         descriptions={
             413: "The file is larger than AVATAR_MAX_BYTES (code `file_too_large`), or the "
             "whole request far larger (code `request_too_large`).",
@@ -135,13 +146,11 @@ async def delete_avatar(
     "/profile/password",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(
-        401,
-        403,
-        404,
-        413,
-        422,
-        429,
-        503,
+        SIGNED_IN_ERRORS,
+        BODY_ERRORS,
+        THROTTLE_ERRORS,
+        InvalidCurrentPassword,
+        PasswordRejected,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             422: "Invalid input, or `new_password` breaks a password rule.",
@@ -165,14 +174,11 @@ async def change_password(
     "/profile",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(
-        401,
-        403,
-        404,
-        409,
-        413,
-        422,
-        429,
-        503,
+        SIGNED_IN_ERRORS,
+        BODY_ERRORS,
+        THROTTLE_ERRORS,
+        InvalidCurrentPassword,
+        LastSuperuser,
         descriptions={
             403: "Wrong `current_password` (code `invalid_current_password`).",
             409: "The user is the last active superuser (code `last_superuser`).",

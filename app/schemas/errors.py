@@ -7,6 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+# Any error body. Each error response documents a schema of this shape whose ``code`` is the
+# enum of the codes it can have (app.routers.responses).
 class ErrorResponse(BaseModel):
     detail: str = Field(examples=["User not found"])
     code: str = Field(
@@ -23,4 +25,8 @@ class ValidationErrorItem(BaseModel):
 
 class ValidationErrorResponse(BaseModel):
     detail: list[ValidationErrorItem]
-    code: str = Field(examples=["validation_error"])
+    # An enum of its one value, as in the other error bodies (app.routers.responses): client
+    # generators read ``enum`` better than ``const``.
+    code: str = Field(
+        examples=["validation_error"], json_schema_extra={"enum": ["validation_error"]}
+    )
