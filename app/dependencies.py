@@ -1,26 +1,32 @@
 """The Annotated dependencies routers use: one per concern.
 
-Every dependency is ``async def``, even those that only read ``app.state``: FastAPI runs a
+What start-up built (`app.resources.AppResources`) is one typed object: `get_resources`
+(`ResourcesDep`) hands a route all of it, and the aliases below (`SettingsDep`,
+`TokenCodecDep`, ...) one part each, built by one factory (`_part`), so a route's signature
+still says what it needs.
+
+Every dependency is ``async def``, even those that only pick an attribute: FastAPI runs a
 plain ``def`` dependency in the thread pool, two thread hops per request each.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.client_address import client_address
 from app.core.config import Settings
-from app.core.db import get_read_session, get_session
+from app.core.db import committing_session
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User, UserSnapshot
-from app.repositories.live_users import LiveUserReader
+from app.resources import AppResources, resources_of
 from app.services import sessions
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle
@@ -28,56 +34,56 @@ from app.services.throttle import Throttle
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105
 MAX_AUTHORIZATION_HEADER = 8192
 
+T = TypeVar("T")
+
+
+async def get_resources(request: Request) -> AppResources:
+    return resources_of(request.app)
+
+
+ResourcesDep = Annotated[AppResources, Depends(get_resources)]
+
+
+def _part(pick: Callable[[AppResources], T]) -> Any:
+    """``Depends`` on one part of the resources: ``_part(lambda r: r.throttle)``.
+
+    The part is read from the app, not through ``ResourcesDep``: FastAPI solves a
+    dependency's sub-dependencies wherever it is used, before looking in its per-request
+    cache, so an alias over ``ResourcesDep`` is two dependencies to solve per use, not one
+    (+3 % instructions on ``PATCH /users/profile``). The same goes for the session and
+    signed-in user dependencies below.
+    """
+
+    async def part(request: Request) -> T:
+        return pick(resources_of(request.app))
+
+    return Depends(part)
+
+
+SettingsDep = Annotated[Settings, _part(lambda r: r.settings)]
+PasswordHasherDep = Annotated[PasswordHasher, _part(lambda r: r.password_hasher)]
+TokenCodecDep = Annotated[TokenCodec, _part(lambda r: r.token_codec)]
+ThrottleDep = Annotated[Throttle, _part(lambda r: r.throttle)]
+MediaStorageDep = Annotated[MediaStorage, _part(lambda r: r.media_storage)]
+ImageProcessorDep = Annotated[ImageProcessor, _part(lambda r: r.image_processor)]
+TrigramStatsDep = Annotated[TrigramStats, _part(lambda r: r.trigram_stats)]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work (`app.core.db.committing_session`)."""
+    async with committing_session(resources_of(request.app).sessionmaker) as session:
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One read-only session per request (routes that never write): nothing to commit."""
+    async with resources_of(request.app).read_sessionmaker() as session:
+        yield session
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 # Routes that never write (profile reads, staff reads): one round trip, no transaction.
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
-
-
-async def get_settings_from_app(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_password_hasher(request: Request) -> PasswordHasher:
-    hasher: PasswordHasher = request.app.state.password_hasher
-    return hasher
-
-
-async def get_token_codec(request: Request) -> TokenCodec:
-    codec: TokenCodec = request.app.state.token_codec
-    return codec
-
-
-async def get_throttle(request: Request) -> Throttle:
-    throttle: Throttle = request.app.state.throttle
-    return throttle
-
-
-async def get_media_storage(request: Request) -> MediaStorage:
-    storage: MediaStorage = request.app.state.media_storage
-    return storage
-
-
-async def get_image_processor(request: Request) -> ImageProcessor:
-    images: ImageProcessor = request.app.state.image_processor
-    return images
-
-
-async def get_legacy_token_codec(request: Request) -> LegacyTokenCodec | None:
-    codec: LegacyTokenCodec | None = getattr(request.app.state, "legacy_token_codec", None)
-    return codec
-
-
-async def get_trigram_stats(request: Request) -> TrigramStats:
-    stats: TrigramStats = request.app.state.trigram_stats
-    return stats
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
-TrigramStatsDep = Annotated[TrigramStats, Depends(get_trigram_stats)]
-PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
-TokenCodecDep = Annotated[TokenCodec, Depends(get_token_codec)]
-ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
 
 
 async def get_client_address(request: Request, settings: SettingsDep) -> str:
@@ -91,11 +97,6 @@ async def get_client_address(request: Request, settings: SettingsDep) -> str:
 
 
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
-
-MediaStorageDep = Annotated[MediaStorage, Depends(get_media_storage)]
-ImageProcessorDep = Annotated[ImageProcessor, Depends(get_image_processor)]
-
-LegacyTokenCodecDep = Annotated[LegacyTokenCodec | None, Depends(get_legacy_token_codec)]
 
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
@@ -128,24 +129,21 @@ async def _signed_in(
     return user
 
 
-async def get_current_user(
-    request: Request,
-    token: BearerToken,
-    session: SessionDep,
-    codec: TokenCodecDep,
-    legacy_codec: LegacyTokenCodecDep,
-) -> User:
+async def get_current_user(request: Request, token: BearerToken, session: SessionDep) -> User:
     """The signed-in user, for their own endpoints: the replaced service's tokens work
     here (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
-    return await _signed_in(request, session, codec, token, legacy_codec)
+    resources = resources_of(request.app)
+    return await _signed_in(
+        request, session, resources.token_codec, token, resources.legacy_token_codec
+    )
 
 
 async def get_current_user_from_own_token(
-    request: Request, token: BearerToken, session: SessionDep, codec: TokenCodecDep
+    request: Request, token: BearerToken, session: SessionDep
 ) -> User:
     """The signed-in user, from one of this service's tokens only: staff and superuser
     routes refuse the replaced service's (401; staff log in again)."""
-    return await _signed_in(request, session, codec, token, None)
+    return await _signed_in(request, session, resources_of(request.app).token_codec, token, None)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -159,26 +157,26 @@ async def get_current_user_for_read(
     prepared statement on the driver (`LiveUserReader`), elsewhere a read-only session.
 
     One dependency (beside the bearer scheme, which documents the route's security) that
-    reads the token codecs from ``app.state`` itself: FastAPI resolves each dependency
-    anew on every request, and this is the profile endpoint's, the service's hottest path
-    (see bench/RESULTS.md).
+    reads the resources itself: FastAPI resolves each dependency anew on every request,
+    and this is the profile endpoint's, the service's hottest path (see bench/RESULTS.md).
     """
-    state = request.app.state
-    return await _read_user(request, token, state.legacy_token_codec)
+    resources = resources_of(request.app)
+    return await _read_user(request, token, resources, resources.legacy_token_codec)
 
 
 async def _read_user(
-    request: Request, token: str | None, legacy_codec: LegacyTokenCodec | None
+    request: Request,
+    token: str | None,
+    resources: AppResources,
+    legacy_codec: LegacyTokenCodec | None,
 ) -> UserSnapshot:
     token = _checked_bearer_token(request, token)
-    state = request.app.state
-    codec: TokenCodec = state.token_codec
-    reader: LiveUserReader | None = state.live_user_reader
+    codec = resources.token_codec
+    reader = resources.live_user_reader
     if reader is not None:
         user = await sessions.resolve_access_token(reader, codec, token, legacy_codec)
     else:
-        sessionmaker: async_sessionmaker[AsyncSession] = state.read_sessionmaker
-        async with sessionmaker() as session:
+        async with resources.read_sessionmaker() as session:
             orm_user = await sessions.user_from_access_token(session, codec, token, legacy_codec)
             user = UserSnapshot.of(orm_user)
     request.state.user_id = user.id  # for the request log line
@@ -205,7 +203,7 @@ async def get_staff_user_for_read(
     request: Request, token: Annotated[str | None, Depends(_bearer)]
 ) -> UserSnapshot:
     """`get_staff_user` for routes that only read: one of our tokens only, as there."""
-    user = await _read_user(request, token, None)
+    user = await _read_user(request, token, resources_of(request.app), None)
     if not (user.is_staff or user.is_superuser):
         raise PermissionDenied()
     return user

@@ -12,25 +12,18 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from app.core.config import Settings, get_settings
-from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.gc_tuning import freeze_startup_objects, unfreeze
 from app.core.http_errors import install_error_handlers
-from app.core.images import ImageProcessor
-from app.core.metrics import track_pool
 from app.core.middleware import (
     BodySizeLimitMiddleware,
     RequestLogMiddleware,
     SecurityHeadersMiddleware,
 )
-from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
-from app.core.storage import create_media_storage
-from app.repositories.live_users import LiveUserReader
+from app.resources import AppResources, set_resources
 from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
 from app.routers.docs import install_docs
 from app.schemas.auth import LoginForm, LoginRequest
 from app.schemas.errors import ErrorResponse
-from app.services.search_probe import TrigramStats
-from app.services.throttle import Throttle, create_storage
 
 # Room for the multipart framing around the avatar: boundaries, part headers, a long
 # filename. The file itself is checked against AVATAR_MAX_BYTES by the handler.
@@ -47,27 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        app.state.engine = engine
-        track_pool(engine)
-        app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.read_sessionmaker = create_read_sessionmaker(engine)
-        app.state.live_user_reader = (
-            await LiveUserReader.create(engine, settings)
-            if engine.dialect.driver == "asyncpg"
-            else None
-        )
-        app.state.throttle = Throttle(settings, create_storage(settings))
-        freeze_startup_objects()
-        try:
-            yield
-        finally:
-            unfreeze()
-            if app.state.live_user_reader is not None:
-                await app.state.live_user_reader.close()
-            await engine.dispose()
-            app.state.password_hasher.close()
-            app.state.image_processor.close()
+        async with AppResources.open(settings) as resources:
+            set_resources(app, resources)
+            freeze_startup_objects()
+            try:
+                yield
+            finally:
+                unfreeze()
 
     app = FastAPI(
         title="userservice",
@@ -80,25 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json" if settings.expose_docs else None,
     )
-    app.state.settings = settings
-    app.state.password_hasher = PasswordHasher(settings.password_hash_threads)
-    app.state.token_codec = TokenCodec(settings)
-    app.state.trigram_stats = TrigramStats()
-    app.state.media_storage = create_media_storage(settings)
-    app.state.image_processor = ImageProcessor(
-        settings.image_threads, settings.avatar_max_bytes, settings.avatar_max_pixels
-    )
-    legacy_key = settings.legacy_simplejwt_signing_key
-    app.state.legacy_token_codec = (
-        LegacyTokenCodec(
-            legacy_key.get_secret_value(),
-            settings.legacy_simplejwt_access_token_lifetime,
-            settings.legacy_simplejwt_issued_before,
-        )
-        if legacy_key is not None
-        else None
-    )
-
     install_error_handlers(app)
     # Requests are matched against the routes in this order, each router's routes in turn
     # (twice for the router that matches): the health checks and the profile, the most

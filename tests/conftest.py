@@ -26,6 +26,7 @@ from app.cli import migrate
 from app.core.config import Settings
 from app.main import create_app
 from app.models import User
+from app.resources import resources_of
 from bench import server as bench_server
 from bench.server import free_port as free_port  # test modules import it from here
 
@@ -99,8 +100,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 async def _empty_tables(app: FastAPI) -> None:
-    async with app.state.engine.begin() as connection:
-        if app.state.engine.dialect.name == "postgresql":
+    async with resources_of(app).engine.begin() as connection:
+        if resources_of(app).engine.dialect.name == "postgresql":
             await connection.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
         else:
             await connection.execute(text("DELETE FROM users"))
@@ -195,14 +196,14 @@ def run_server(
 
 async def db_rows(app: FastAPI) -> list[dict[str, Any]]:
     """Every users row, every column: compared before and after a refused request."""
-    async with app.state.engine.connect() as connection:
+    async with resources_of(app).engine.connect() as connection:
         result = await connection.execute(text("SELECT * FROM users ORDER BY id"))
         return [dict(row._mapping) for row in result]
 
 
 def media_files(app: FastAPI) -> dict[str, bytes]:
     """Every file under MEDIA_ROOT (temporary ones included) with its content."""
-    root: Path = app.state.settings.media_root
+    root: Path = resources_of(app).settings.media_root
     if not root.exists():
         return {}
     return {
@@ -218,5 +219,5 @@ async def state(app: FastAPI) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
 
 async def set_columns(app: FastAPI, username: str = "alice", **values: object) -> None:
     """Write columns of one user straight to the database (flags, a legacy hash, ...)."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         await session.execute(update(User).where(User.username == username).values(**values))

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.repositories import user_search
+from app.resources import resources_of
 from tests.conftest import PASSWORD, bearer, login, media_files, register, set_columns, state
 from tests.test_avatar import png, upload_files
 
@@ -210,7 +211,7 @@ async def test_total_is_capped_on_postgresql(
 ) -> None:
     """PostgreSQL: exact up to TOTAL_CAP matches, TOTAL_CAP + 1 past it; the pages are whole."""
     monkeypatch.setattr(user_search, "TOTAL_CAP", 2)
-    capped = app.state.engine.dialect.name == "postgresql"
+    capped = resources_of(app).engine.dialect.name == "postgresql"
     body = (await list_users(client, crowd)).json()
     assert [user["username"] for user in body["items"]] == ORDERINGS[0][1]
     assert body["total"] == (3 if capped else 5)

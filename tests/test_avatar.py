@@ -22,6 +22,7 @@ from app.core.errors import InvalidImage
 from app.core.images import reencode
 from app.dependencies import SessionDep
 from app.models import User
+from app.resources import resources_of
 from tests.conftest import PASSWORD, bearer, login, media_files, register, state
 
 PROFILE = "/api/v1/users/profile"
@@ -94,7 +95,7 @@ async def token(client: httpx.AsyncClient) -> str:
 
 
 def stored(app: FastAPI, url: str) -> bytes:
-    root: Path = app.state.settings.media_root
+    root: Path = resources_of(app).settings.media_root
     return (root / url.removeprefix("/media/")).read_bytes()
 
 
@@ -231,7 +232,8 @@ async def test_an_avatar_larger_than_max_body_bytes_is_accepted(
     buffer = io.BytesIO()
     noise.save(buffer, "PNG")
     data = buffer.getvalue()
-    assert app.state.settings.max_body_bytes < len(data) <= app.state.settings.avatar_max_bytes
+    settings = resources_of(app).settings
+    assert settings.max_body_bytes < len(data) <= settings.avatar_max_bytes
     response = await put_avatar(client, token, data)
     assert response.status_code == 200, response.text
 
@@ -313,7 +315,7 @@ async def test_file_over_avatar_max_bytes_is_413(
 ) -> None:
     old = (await put_avatar(client, token, png())).json()["avatar"]
     before = await state(app)
-    limit = app.state.settings.avatar_max_bytes
+    limit = resources_of(app).settings.avatar_max_bytes
     data = png() + b"\x00" * (limit + 1 - len(png()))
     response = await put_avatar(client, token, data)
     assert response.status_code == 413
@@ -328,7 +330,7 @@ async def test_file_over_avatar_max_bytes_is_413(
 async def test_file_at_avatar_max_bytes_is_read(
     client: httpx.AsyncClient, app: FastAPI, token: str
 ) -> None:
-    limit = app.state.settings.avatar_max_bytes
+    limit = resources_of(app).settings.avatar_max_bytes
     data = png() + b"\x00" * (limit - len(png()))  # trailing bytes are dropped on re-encoding
     response = await put_avatar(client, token, data)
     assert response.status_code == 200
@@ -339,7 +341,7 @@ async def test_request_far_over_the_limit_is_413_before_it_is_read(
     client: httpx.AsyncClient, app: FastAPI, token: str
 ) -> None:
     before = await state(app)
-    data = b"\x00" * (app.state.settings.avatar_max_bytes + 64 * 1024)
+    data = b"\x00" * (resources_of(app).settings.avatar_max_bytes + 64 * 1024)
     response = await put_avatar(client, token, data)
     assert response.status_code == 413
     assert response.json()["code"] == "request_too_large"
@@ -371,7 +373,7 @@ async def test_unknown_or_unsafe_media_paths_are_404(
     client: httpx.AsyncClient, app: FastAPI, token: str, path: str
 ) -> None:
     await put_avatar(client, token, png())
-    root = app.state.settings.media_root
+    root = resources_of(app).settings.media_root
     (root.parent / "secret.png").write_bytes(png())
     response = await client.get(path)
     assert response.status_code == 404

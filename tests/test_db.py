@@ -15,6 +15,7 @@ from app.core.db import after_commit, after_rollback
 from app.core.errors import AppError, RefreshTokenReused, UserNotFound
 from app.core.logging import database_error_facts
 from app.dependencies import SessionDep
+from app.resources import resources_of
 
 
 @pytest.mark.parametrize(
@@ -59,10 +60,10 @@ async def test_sql_errors_do_not_carry_the_statement_parameters(app: FastAPI) ->
         "INSERT INTO users (username, password, email, date_joined) "
         "VALUES ('alice', :password, 'alice@example.com', CURRENT_TIMESTAMP)"
     )
-    async with app.state.engine.begin() as connection:
+    async with resources_of(app).engine.begin() as connection:
         await connection.execute(insert, {"password": secret})
     with pytest.raises(IntegrityError) as caught:  # the same username again
-        async with app.state.engine.begin() as connection:
+        async with resources_of(app).engine.begin() as connection:
             await connection.execute(insert, {"password": secret})
     assert "INSERT INTO users" in str(caught.value)
     assert secret not in str(caught.value)
@@ -80,9 +81,9 @@ async def test_the_id_counter_never_moves_back(app: FastAPI) -> None:
     from app.repositories import user_import
 
     for floor in (1000, 10):
-        async with app.state.sessionmaker() as session, session.begin():
+        async with resources_of(app).sessionmaker() as session, session.begin():
             await user_import.move_id_counter_past(session, floor)
-    async with app.state.engine.begin() as connection:
+    async with resources_of(app).engine.begin() as connection:
         await connection.execute(
             text(
                 "INSERT INTO users (username, password, email, date_joined) "

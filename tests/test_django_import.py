@@ -37,6 +37,7 @@ from app.main import create_app
 from app.models import User
 from app.repositories import user_import
 from app.repositories import users as users_repo
+from app.resources import resources_of
 from tests.conftest import (
     PASSWORD,
     TEST_SECRET_KEY,
@@ -196,12 +197,12 @@ async def import_django(
 
 
 async def count_users(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
 
 async def stored_hash(app: FastAPI, user_id: int) -> str:
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         value = await session.scalar(select(User.password).where(User.id == user_id))
     assert isinstance(value, str)
     return value
@@ -401,7 +402,7 @@ async def test_changed_source_rows_are_updated_not_duplicated(
     assert outcome.summary()["updated"] == 1
     assert outcome.summary()["created"] == 0
     assert await count_users(app) == len(django_source.users)
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         user = await session.get(User, user_id)
     assert user is not None
     assert (user.first_name, user.email) == ("Renamed", "new@example.com")
@@ -625,7 +626,7 @@ async def test_collision_with_an_account_of_this_service_is_reported(
 
 async def add_local_user(app: FastAPI, user_id: int, username: str, email: str) -> None:
     """An account created here (as registration would), with a chosen id."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         user = User(
             id=user_id,
             username=username,
@@ -715,7 +716,7 @@ async def test_old_tokens_need_the_old_key(
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):
-        async with application.state.engine.begin() as connection:
+        async with resources_of(application).engine.begin() as connection:
             await connection.execute(text("DELETE FROM users"))
         assert (await import_django(capsys, django_source)).code == 0
         transport = httpx.ASGITransport(app=application)

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.resources import resources_of
 from tests.conftest import user_payload
 
 REGISTER = "/api/v1/auth/register"
@@ -16,7 +17,7 @@ REGISTER = "/api/v1/auth/register"
 async def test_body_over_the_limit_is_413_from_content_length(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    limit = app.state.settings.max_body_bytes
+    limit = resources_of(app).settings.max_body_bytes
     payload = user_payload(first_name="x" * 10)
     padding = " " * (limit + 1)
     response = await client.post(
@@ -33,7 +34,7 @@ async def test_body_over_the_limit_is_413_from_content_length(
 
 
 async def test_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient, app: FastAPI) -> None:
-    limit = app.state.settings.max_body_bytes
+    limit = resources_of(app).settings.max_body_bytes
     sent = 0
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -60,7 +61,7 @@ async def test_invalid_content_length_is_413(client: httpx.AsyncClient) -> None:
 
 
 async def test_body_at_the_limit_is_read(client: httpx.AsyncClient, app: FastAPI) -> None:
-    limit = app.state.settings.max_body_bytes
+    limit = resources_of(app).settings.max_body_bytes
     body = httpx.Request("POST", "/", json=user_payload()).content
     content = body + b" " * (limit - len(body))
     response = await client.post(

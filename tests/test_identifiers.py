@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select
 from app.core.identifiers import claimed_identifiers
 from app.core.security import PASSWORD_CONTEXT
 from app.models import LoginIdentifier, User
+from app.resources import resources_of
 from tests.conftest import PASSWORD, bearer, login, register, set_columns, user_payload
 
 REGISTER = "/api/v1/auth/register"
@@ -128,7 +129,7 @@ async def test_a_deleted_accounts_identifiers_are_free(
     )
     assert deleted.status_code == 204
     await register(client, username="gina", email="gina@example.com")
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         claims = await session.scalar(select(func.count()).select_from(LoginIdentifier))
     assert claims == 1
 
@@ -158,14 +159,14 @@ async def test_identifiers_race_past_the_check(app: FastAPI) -> None:
     from app.core.errors import EmailTaken, UsernameTaken
     from app.repositories import users as users_repo
 
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         await users_repo.add(session, _user("holly@example.com", "holly@example.org"))
     for username, email, error in (
         ("holly@example.org", "h2@example.org", UsernameTaken),
         ("holly2", "HOLLY@example.com", EmailTaken),
     ):
         with pytest.raises(error):
-            async with app.state.sessionmaker() as session, session.begin():
+            async with resources_of(app).sessionmaker() as session, session.begin():
                 await users_repo.add(session, _user(username, email))
 
 
@@ -212,7 +213,7 @@ async def test_an_identifier_two_old_accounts_answer_to_logs_in_neither(
 ) -> None:
     """Rows from before the rule (written straight to the table here) may clash: login
     then refuses the ambiguous identifier instead of picking one account."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         await session.execute(
             insert(User),
             [
@@ -249,7 +250,7 @@ async def test_createsuperuser_keeps_identifiers_apart(
     await register(client, username="jack", email="jack@example.com")
     with pytest.raises(CommandError, match="username already exists"):
         await _create_superuser(
-            app.state.settings, "JACK@example.com", "root@example.org", PASSWORD
+            resources_of(app).settings, "JACK@example.com", "root@example.org", PASSWORD
         )
 
 

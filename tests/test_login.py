@@ -18,13 +18,14 @@ from app.core.security import (
     hash_cost_problem,
 )
 from app.models import User
+from app.resources import resources_of
 from tests.conftest import PASSWORD, bearer, register, set_columns
 
 TOKEN = "/api/v1/auth/token"
 
 
 async def stored_hash(app: FastAPI, username: str = "alice") -> str:
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         value = await session.scalar(select(User.password).where(User.username == username))
     assert isinstance(value, str)
     return value

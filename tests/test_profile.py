@@ -12,6 +12,7 @@ from jose import jwt
 from sqlalchemy import delete
 
 from app.models import User
+from app.resources import resources_of
 from tests.conftest import TEST_SECRET_KEY, bearer, login, register, set_columns
 from tests.test_register import PUBLIC_FIELDS
 
@@ -191,7 +192,7 @@ async def test_inactive_user_is_401(
 async def test_deleted_user_is_404(
     client: httpx.AsyncClient, app: FastAPI, alice: dict[str, Any]
 ) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         await session.execute(delete(User))
     response = await client.post(PROFILE, headers=bearer(alice["token"]))
     assert response.status_code == 404

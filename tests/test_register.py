@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import delete, func, select
 
 from app.models import User
+from app.resources import resources_of
 from tests.conftest import PASSWORD, register, user_payload
 
 REGISTER = "/api/v1/auth/register"
@@ -29,7 +30,7 @@ PUBLIC_FIELDS = {
 
 
 async def count_users(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         return int(await session.scalar(select(func.count()).select_from(User)) or 0)
 
 
@@ -61,7 +62,7 @@ async def test_password_is_stored_hashed_with_argon2id(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     await register(client)
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         stored = await session.scalar(select(User.password))
     assert stored is not None
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
@@ -255,7 +256,7 @@ async def test_ids_of_deleted_users_are_never_reused(
     """A token verified by another service must never come to mean somebody else."""
     first = await register(client)
     second = await register(client, username="bob", email="bob@example.com")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         await session.execute(delete(User).where(User.id == second["id"]))
     third = await register(client, username="carol", email="carol@example.com")
     assert third["id"] > second["id"] > first["id"]

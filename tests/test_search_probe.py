@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.models.user import User
 from app.repositories import user_search
+from app.resources import resources_of
 from app.services.search_probe import COMMON_SHARE, TrigramStats, rare_fragment
 from tests.conftest import bearer, login, register, set_columns
 
@@ -80,7 +81,7 @@ async def members(client: httpx.AsyncClient, app: FastAPI) -> str:
     the trigrams of 'member' and of 'example'."""
     await register(client, username="root", email="root@corp.example.org")
     await set_columns(app, "root", is_staff=True)
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         session.add_all(
             User(username=f"member{i}", email=f"member{i}@example.com", password="!")
             for i in range(MEMBERS)
@@ -100,13 +101,13 @@ def expected_usernames(term: str) -> list[str]:
 async def test_search_results_do_not_depend_on_the_probe(
     client: httpx.AsyncClient, app: FastAPI, members: str
 ) -> None:
-    async with app.state.read_sessionmaker() as session:
+    async with resources_of(app).read_sessionmaker() as session:
         # A small table: min_rows lowered so that what every member has counts as common.
         common = await user_search.common_search_trigrams(session, COMMON_SHARE, min_rows=10)
         assert await user_search.common_search_trigrams(session, COMMON_SHARE, 1000) == (
             frozenset()
         )
-        if app.state.engine.dialect.name == "postgresql":
+        if resources_of(app).engine.dialect.name == "postgresql":
             # Sampled from the table: what every member has is common, their numbers not.
             assert {"mem", "emb", "mbe", "ber", "exa", "amp"} <= common
             assert "r17" not in common

@@ -12,6 +12,7 @@ from jose import jwt
 from sqlalchemy import delete, select
 
 from app.models import AuthSession, User
+from app.resources import resources_of
 from tests.conftest import PASSWORD, TEST_SECRET_KEY, bearer, register, set_columns
 
 TOKEN = "/api/v1/auth/token"
@@ -95,7 +96,7 @@ async def test_concurrent_refreshes_have_exactly_one_winner(
     (winner,) = [r.json() for r in responses if r.status_code == 200]
     retry = await client.post(REFRESH, json={"refresh_token": winner["refresh_token"]})
     assert retry.status_code == 401
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         rows = (await session.scalars(select(AuthSession))).all()
     assert len(rows) == 1
     assert rows[0].revoked_at is not None
@@ -158,11 +159,11 @@ async def test_inactive_users_refresh_token_is_401(
 async def test_deleted_users_refresh_token_is_401(
     client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as session, session.begin():
         await session.execute(delete(User))
     response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
     assert response.status_code == 401
-    async with app.state.sessionmaker() as session:
+    async with resources_of(app).sessionmaker() as session:
         assert (await session.scalars(select(AuthSession))).all() == []  # cascade
 
 

@@ -4,6 +4,7 @@ addresses (the ceiling), registrations; memory and Redis."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from app.core.client_address import client_address
 from app.core.config import Settings
+from app.resources import resources_of, set_resources
 from app.services import throttle as throttle_module
 from tests.conftest import (
     PASSWORD,
@@ -103,7 +105,7 @@ async def test_pair_limit_same_for_existing_and_unknown(
     # another address: its own pair, existing and unknown accounts alike
     async with asgi_client(throttled_app, "10.0.0.2") as client:
         assert (await fail_login(client, username)).status_code == 401
-    settings = throttled_app.state.settings
+    settings = resources_of(throttled_app).settings
     if settings.redis_url:  # the counts really live in Redis
         async with aioredis.from_url(settings.redis_url) as connection:
             keys = await connection.keys(f"{settings.redis_key_prefix}*")
@@ -146,10 +148,10 @@ async def test_attempts_refused_by_the_address_limit_count_nowhere_else(
             assert refused.status_code == 429
             assert int(refused.headers["retry-after"]) <= 60  # the address limit refused
     # A replica with a wider address limit, sharing the counts, finds the pair unused.
-    settings = throttled_app.state.settings
-    wider = settings.model_copy(update={"login_limit_per_address": "100/minute"})
-    storage = throttled_app.state.throttle._limiter.storage
-    throttled_app.state.throttle = throttle_module.Throttle(wider, storage)
+    resources = resources_of(throttled_app)
+    wider = resources.settings.model_copy(update={"login_limit_per_address": "100/minute"})
+    replica = throttle_module.Throttle(wider, resources.throttle_storage)
+    set_resources(throttled_app, dataclasses.replace(resources, throttle=replica))
     async with asgi_client(throttled_app, "10.0.2.4") as client:
         await use_up_pair(client)
         assert (await fail_login(client, "alice")).status_code == 429
@@ -232,7 +234,8 @@ async def test_redis_keys_expire_and_hold_no_identifier(throttled_app: FastAPI) 
         )
         assert wrong.status_code == 403
         await register(client, username="bob", email="bob@example.com")
-    settings = throttled_app.state.settings
+    settings = resources_of(throttled_app).settings
+    assert settings.redis_url is not None
     async with aioredis.from_url(settings.redis_url) as connection:
         keys = [key.decode() async for key in connection.scan_iter(f"{settings.redis_key_prefix}*")]
         ttls = [await connection.ttl(key) for key in keys]

@@ -1,13 +1,13 @@
-"""Engine, session factory and the per-request session dependency."""
+"""Engine, session factories and the per-request unit of work (`committing_session`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Request
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -126,22 +126,18 @@ async def _run_callbacks(session: AsyncSession, *, committed: bool) -> None:
             logger.exception("%s callback failed", "after-commit" if committed else "rollback")
 
 
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One read-only session per request (routes that never write): nothing to commit."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
-    async with sessionmaker() as session:
-        yield session
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+@asynccontextmanager
+async def committing_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
     """One session per request; the only place that commits.
 
-    Used with ``Depends(get_session, scope="function")`` so the commit runs after the
-    handler returns and before the response is sent: a failed commit is an error
-    response, never a 200 for data that was not written. Callbacks registered with
-    `after_commit` / `after_rollback` run once the outcome is known.
+    `app.dependencies.get_session` enters it, with ``Depends(get_session,
+    scope="function")`` so the commit runs after the handler returns and before the
+    response is sent: a failed commit is an error response, never a 200 for data that was
+    not written. Callbacks registered with `after_commit` / `after_rollback` run once the
+    outcome is known.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session

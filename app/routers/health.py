@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.core.db import check_database
 from app.core.errors import ServiceUnavailable
-from app.dependencies import SettingsDep
+from app.dependencies import ResourcesDep
 from app.routers.responses import error_responses
 
 router = APIRouter(tags=["health"])
@@ -31,6 +31,6 @@ async def healthz() -> Health:
         descriptions={503: "The database did not answer in time: try again after Retry-After."},
     ),
 )
-async def readyz(request: Request, settings: SettingsDep) -> Health:
-    await check_database(request.app.state.engine, settings.readiness_timeout)
+async def readyz(resources: ResourcesDep) -> Health:
+    await check_database(resources.engine, resources.settings.readiness_timeout)
     return Health()
