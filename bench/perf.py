@@ -695,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DATABASE_URL": url,
         "ENVIRONMENT": "production",
         "SECRET_KEY": secrets.token_urlsafe(48),
+        "EMAIL_BACKEND": "off",  # production requires a choice; the benchmarks send no email
         "LOG_LEVEL": "WARNING",
         "LOGIN_LIMIT_PER_ACCOUNT": "1000000/minute",
         "LOGIN_LIMIT_PER_ACCOUNT_GLOBAL": "1000000/minute",
@@ -725,6 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 database_url=url,
                 environment="production",
                 secret_key=env["SECRET_KEY"],
+                email_backend="off",
             )
             codec = TokenCodec(settings)
             token_users = [1 + i % args.users for i in range(min(ACCESS_TOKENS, args.users))]
