@@ -24,6 +24,7 @@ from app.core.middleware import (
 )
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import create_media_storage
+from app.mail.relay import start_email_relay
 from app.repositories.live_users import LiveUserReader
 from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
 from app.routers.docs import install_docs
@@ -57,10 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else None
         )
         app.state.throttle = Throttle(settings, create_storage(settings))
+        app.state.email_relay = start_email_relay(settings, app.state.sessionmaker)
         freeze_startup_objects()
         try:
             yield
         finally:
+            await app.state.email_relay.aclose()
             unfreeze()
             if app.state.live_user_reader is not None:
                 await app.state.live_user_reader.close()
