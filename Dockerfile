@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t userservice .   Run: docker run -e SECRET_KEY=... -e DATABASE_URL=... -p 8000:8000 userservice
+# Build: docker build -t userservice .
+# Run:   docker run -e SECRET_KEY=... -e DATABASE_URL=... -e EMAIL_BACKEND=smtp -e SMTP_HOST=... \
+#          -e EMAIL_FROM=... -p 8000:8000 userservice   (or -e EMAIL_BACKEND=off: no email)
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \

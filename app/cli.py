@@ -1,4 +1,4 @@
-"""``python -m app``: serve, migrate, createsuperuser, import-django."""
+"""``python -m app``: serve, migrate, createsuperuser, import-django, send-test-email."""
 
 from __future__ import annotations
 
@@ -215,6 +215,48 @@ def import_django(args: argparse.Namespace) -> int:
     return asyncio.run(_import_django(settings, args))
 
 
+async def _send_test_email(settings: Settings, to: str) -> int:
+    from app.mail.messages import MailKind, compose
+    from app.mail.relay import SEND_DEADLINE
+    from app.mail.senders import DeliveryError, create_sender
+
+    sender = create_sender(settings)
+    if sender.discards:
+        print("EMAIL_BACKEND=off: no message sent", file=sys.stderr)
+        return 1
+    message = compose(
+        settings, kind=MailKind.TEST, recipient=to, context={}, secret={}, message_id_hint="test"
+    )
+    try:
+        async with asyncio.timeout(SEND_DEADLINE):
+            await sender.send(message)
+    except DeliveryError as exc:
+        verdict = "refused for good" if exc.permanent else "may work later"
+        print(f"not sent through {sender.describe()} ({verdict}): {exc.reason}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(
+            f"not sent through {sender.describe()}: no answer within {SEND_DEADLINE:.0f} s",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"sent to {to} through {sender.describe()} (Message-ID {message['Message-ID']})")
+    return 0
+
+
+def send_test_email(to: str) -> int:
+    """One test message straight through the configured backend (not the outbox): 0 when
+    the backend accepted it, 1 when it did not (or EMAIL_BACKEND=off)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    settings = _load_settings(Settings)
+    try:
+        address = validate_email(to.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise CommandError(f"--to: {exc}") from None
+    return asyncio.run(_send_test_email(settings, address))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="userservice")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -256,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import the valid rows even when others cannot be (default: all or nothing)",
     )
+
+    test_email = commands.add_parser(
+        "send-test-email",
+        help="send one message through EMAIL_BACKEND now and report the outcome "
+        "(exit 0 only when the backend accepted it)",
+    )
+    test_email.add_argument("--to", required=True, help="the recipient address")
     return parser
 
 
@@ -270,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             create_superuser(args.username, args.email, args.password_stdin)
         elif args.command == "import-django":
             return import_django(args)
+        elif args.command == "send-test-email":
+            return send_test_email(args.to)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from app.core.images import ImageProcessor
 from app.core.metrics import track_pool
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage, create_media_storage
+from app.mail.relay import EmailRelay, start_email_relay
 from app.repositories.live_users import LiveUserReader
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle, create_storage
@@ -56,6 +57,8 @@ class AppResources:
     """The signed-in user's read on PostgreSQL (prepared statements on the driver); None
     on other databases, where the read goes through `read_sessionmaker`."""
     trigram_stats: TrigramStats
+    email_relay: EmailRelay
+    """Delivers the email outbox in the background (started here, stopped first)."""
 
     @classmethod
     @asynccontextmanager
@@ -78,10 +81,14 @@ class AppResources:
                 live_user_reader = await LiveUserReader.create(engine, settings)
                 cleanup.push_async_callback(live_user_reader.close)
             throttle_storage = create_storage(settings)
+            sessionmaker = create_sessionmaker(engine)
+            # Registered last, so it stops first: no delivery outlives the engine.
+            email_relay = start_email_relay(settings, sessionmaker)
+            cleanup.push_async_callback(email_relay.aclose)
             yield cls(
                 settings=settings,
                 engine=engine,
-                sessionmaker=create_sessionmaker(engine),
+                sessionmaker=sessionmaker,
                 read_sessionmaker=create_read_sessionmaker(engine),
                 password_hasher=password_hasher,
                 token_codec=TokenCodec(settings),
@@ -92,6 +99,7 @@ class AppResources:
                 image_processor=image_processor,
                 live_user_reader=live_user_reader,
                 trigram_stats=TrigramStats(),
+                email_relay=email_relay,
             )
 
 

@@ -171,6 +171,7 @@ def service_env(url: str, connections: int) -> dict[str, str]:
         url,
         secrets.token_urlsafe(48),
         ENVIRONMENT="production",
+        EMAIL_BACKEND="off",  # production requires a choice; the benchmarks send no email
         LOGIN_LIMIT_PER_ACCOUNT="1000000/minute",
         LOGIN_LIMIT_PER_ACCOUNT_GLOBAL="1000000/minute",
         LOGIN_LIMIT_PER_ADDRESS="1000000/minute",
@@ -208,7 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(database.seed_users(dsn, 1, knobs.users, password_hash))
         print(f"seeded {knobs.users:,} users in {time.monotonic() - started:.1f} s")
         settings = Settings(
-            _env_file=None, database_url=url, environment="production", secret_key=env["SECRET_KEY"]
+            _env_file=None,
+            database_url=url,
+            environment="production",
+            secret_key=env["SECRET_KEY"],
+            email_backend="off",
         )
         codec = TokenCodec(settings)
         token_users = [1 + i % knobs.users for i in range(min(ACCESS_TOKENS, knobs.users))]

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +31,11 @@ def _split_commas(value: object) -> object:
 # The most bytes a request's head (request line and header fields) may take; a larger one
 # is refused with 431 by the HTTP protocol (app/core/http_protocol.py) before the app sees it.
 MAX_REQUEST_HEADER_BYTES = 64 * 1024
+
+EmailBackend = Literal["smtp", "console", "file", "off"]
+SmtpSecurity = Literal["starttls", "tls", "none"]
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 # The highest AVATAR_MAX_PIXELS accepted (8192x8192): a decoded RGBA image of this size
 # takes 256 MiB, so the setting cannot be raised into memory-exhaustion territory.
@@ -156,6 +162,39 @@ class Settings(DatabaseSettings):
         description="The replaced Django service's SECRET_KEY (its SimpleJWT signing key): when "
         "set, that service's unexpired access tokens are accepted. Unset: off.",
     )
+    # Email (app/mail/): where the outbox relay delivers messages.
+    email_backend: EmailBackend | None = Field(
+        default=None,
+        description="smtp, console (print to standard error), file (.eml files in "
+        "EMAIL_FILE_DIR) or off. Unset: console in development; required in production.",
+    )
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: SmtpSecurity = Field(
+        default="starttls",
+        description="starttls (upgrade a plain connection, refused if the server cannot), "
+        "tls (TLS from the first byte, usually port 465) or none.",
+    )
+    smtp_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds one step of an SMTP exchange may take."
+    )
+    email_file_dir: Path = Field(
+        default=Path("emails"), description="Where the file backend writes one .eml per message."
+    )
+    email_from: str | None = Field(
+        default=None,
+        description="The sender, 'address' or 'Name <address>'. Required with smtp; "
+        "otherwise SERVICE_NAME <noreply@localhost>.",
+    )
+    service_name: str = Field(
+        default="userservice", min_length=1, max_length=100, description="Named in every email."
+    )
+    public_url: str = Field(
+        default=DEFAULT_PUBLIC_URL,
+        description="Where users reach the service (links in email start with it).",
+    )
 
     _split_lists = field_validator(
         "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"
@@ -200,6 +239,41 @@ class Settings(DatabaseSettings):
         if isinstance(value, str) and (match := _PIXELS.fullmatch(value)):
             return int(match.group(1)) * int(match.group(2))
         return value
+
+    @field_validator(
+        "email_backend", "smtp_host", "smtp_username", "smtp_password", "email_from", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `VAR=` (compose's ${VAR:-}, docker -e VAR=) means "not set", not "the empty string".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("email_from")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _, address = parseaddr(value)
+        local, _, domain = address.rpartition("@")
+        if _CONTROL_CHARACTERS.search(value) or not local or not domain or " " in address:
+            raise ValueError(f"EMAIL_FROM must be an address or 'Name <address>', got {value!r}")
+        return value.strip()
+
+    @field_validator("service_name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if _CONTROL_CHARACTERS.search(value) or not value.strip():
+            raise ValueError("SERVICE_NAME must be one line of text")
+        return value.strip()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value.strip()):
+            raise ValueError(
+                f"PUBLIC_URL must be an http(s) URL without query or fragment, got {value!r}"
+            )
+        return value.strip().rstrip("/")
 
     @field_validator("legacy_simplejwt_signing_key")
     @classmethod
@@ -265,6 +339,47 @@ class Settings(DatabaseSettings):
             if not path.is_file():
                 raise ValueError(f"key file {path} does not exist")
         return self
+
+    @model_validator(mode="after")
+    def _email(self) -> Settings:
+        if self.email_backend is None:
+            if self.environment == "production":
+                raise ValueError(
+                    "EMAIL_BACKEND is required in production: set EMAIL_BACKEND=smtp (with "
+                    "SMTP_HOST and EMAIL_FROM) to send email, or EMAIL_BACKEND=off to send none"
+                )
+            object.__setattr__(self, "email_backend", "console")
+        elif self.email_backend == "console" and self.environment == "production":
+            raise ValueError(
+                "EMAIL_BACKEND=console is for development (it prints every message, links "
+                "included, to standard error): in production set smtp, or off"
+            )
+        if self.email_backend != "smtp":
+            return self
+        if self.smtp_host is None:
+            raise ValueError("EMAIL_BACKEND=smtp needs SMTP_HOST")
+        if self.email_from is None:
+            raise ValueError(
+                "EMAIL_BACKEND=smtp needs EMAIL_FROM, a sender address the mail server accepts"
+            )
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+        if self.smtp_username is not None and self.smtp_security == "none":
+            raise ValueError(
+                "SMTP_SECURITY=none would send SMTP_PASSWORD in clear: use starttls or tls"
+            )
+        return self
+
+    @property
+    def mail_backend(self) -> EmailBackend:
+        """EMAIL_BACKEND as validation resolved it (never unset)."""
+        assert self.email_backend is not None  # guaranteed by _email
+        return self.email_backend
+
+    @property
+    def email_sender(self) -> str:
+        """EMAIL_FROM, or a local placeholder for the backends that deliver nothing."""
+        return self.email_from or f"{self.service_name} <noreply@localhost>"
 
     @property
     def uses_hmac(self) -> bool:

@@ -49,11 +49,34 @@ DB_POOL_IN_USE = Gauge(
     multiprocess_mode="livesum",
 )
 
+EMAILS = Counter(
+    "userservice_emails_total",
+    "Email delivery attempts by kind and outcome: sent (the backend took it), retried (an "
+    "attempt failed; another is scheduled), failed (given up: a day of retries, or refused "
+    "for good), discarded (EMAIL_BACKEND=off).",
+    ["kind", "outcome"],
+)
+EMAIL_OUTBOX_BACKLOG = Gauge(
+    "userservice_email_outbox_backlog",
+    "Emails waiting in the outbox (pending rows, as the relay last counted them).",
+    # Every process counts the same table: the latest count is the answer, not their sum.
+    multiprocess_mode="livemostrecent",
+)
+
 LoginOutcome = Literal["succeeded", "failed", "throttled"]
+EmailOutcome = Literal["sent", "retried", "failed", "discarded"]
 
 
 def record_login(outcome: LoginOutcome) -> None:
     LOGINS.labels(outcome).inc()
+
+
+def record_email(kind: str, outcome: EmailOutcome) -> None:
+    EMAILS.labels(kind, outcome).inc()
+
+
+def set_email_backlog(count: int) -> None:
+    EMAIL_OUTBOX_BACKLOG.set(count)
 
 
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:

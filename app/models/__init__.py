@@ -1,6 +1,7 @@
 from app.models.auth_session import AuthSession
 from app.models.base import Base
 from app.models.login_identifier import LoginIdentifier
+from app.models.outbox import OutboxEmail
 from app.models.user import User, UserSnapshot
 
-__all__ = ["AuthSession", "Base", "LoginIdentifier", "User", "UserSnapshot"]
+__all__ = ["AuthSession", "Base", "LoginIdentifier", "OutboxEmail", "User", "UserSnapshot"]
