@@ -22,7 +22,7 @@ from app.core.errors import InvalidImage
 from app.core.images import reencode
 from app.dependencies import SessionDep
 from app.models import User
-from tests.conftest import PASSWORD, bearer, login, media_files, register, state
+from tests.conftest import PASSWORD, access_token, add_user, bearer, media_files, state
 
 PROFILE = "/api/v1/users/profile"
 AVATAR = f"{PROFILE}/avatar"
@@ -88,9 +88,9 @@ async def put_avatar(
 
 
 @pytest.fixture
-async def token(client: httpx.AsyncClient) -> str:
-    await register(client)
-    return await login(client)
+async def token(app: FastAPI) -> str:
+    await add_user(app)
+    return await access_token(app)
 
 
 def stored(app: FastAPI, url: str) -> bytes:
@@ -388,7 +388,7 @@ def test_a_declared_bomb_is_refused_before_decoding() -> None:
     assert excinfo.value.problems[0][0] == "invalid_image"  # within the limit: decoded, fails
 
 
-async def test_a_new_file_is_removed_when_the_commit_fails(app: FastAPI) -> None:
+async def test_a_new_file_is_removed_when_the_commit_fails(fresh_app: FastAPI) -> None:
     """The session's rollback callbacks also run when the commit itself fails."""
     from app.core.db import after_commit, after_rollback
 
@@ -411,9 +411,9 @@ async def test_a_new_file_is_removed_when_the_commit_fails(app: FastAPI) -> None
 
         after_commit(session, on_commit)
 
-    app.add_api_route("/fail-commit", failing_commit, methods=["POST"])
-    app.add_api_route("/good-commit", good_commit, methods=["POST"])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    fresh_app.add_api_route("/fail-commit", failing_commit, methods=["POST"])
+    fresh_app.add_api_route("/good-commit", good_commit, methods=["POST"])
+    transport = httpx.ASGITransport(app=fresh_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.post("/fail-commit")).status_code == 500
         assert events == ["rollback"]

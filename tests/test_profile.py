@@ -12,7 +12,7 @@ from jose import jwt
 from sqlalchemy import delete
 
 from app.models import User
-from tests.conftest import TEST_SECRET_KEY, bearer, login, register, set_columns
+from tests.conftest import TEST_SECRET_KEY, access_token, add_user, bearer, set_columns
 from tests.test_register import PUBLIC_FIELDS
 
 PROFILE = "/api/v1/users/profile"
@@ -41,9 +41,9 @@ def sign(payload: dict[str, Any], key: str = TEST_SECRET_KEY, algorithm: str = "
 
 
 @pytest.fixture
-async def alice(client: httpx.AsyncClient) -> dict[str, Any]:
-    user = await register(client)
-    user["token"] = await login(client)
+async def alice(app: FastAPI) -> dict[str, Any]:
+    user = await add_user(app)
+    user["token"] = await access_token(app)
     return user
 
 
