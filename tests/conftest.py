@@ -4,12 +4,28 @@ PostgreSQL is the server at ``TEST_POSTGRES_URL`` (default: the local one); each
 creates its own database there and builds the schema with ``alembic upgrade head``. When
 PostgreSQL is unreachable its tests are skipped, unless ``USERSERVICE_REQUIRE_POSTGRES=1``
 (CI), which turns that into a failure.
+
+Fast by construction (the suite runs daily):
+
+- ``app`` is one running app per test module and backend (``shared_app``), reset before
+  each test: tables emptied, MEDIA_ROOT emptied, throttle counts dropped. Tests that need
+  other settings build their own (``running_app(settings.model_copy(...))``); tests that
+  change the app itself (add routes) take ``fresh_app``. Tests and async fixtures run in
+  one event loop per module (``asyncio_default_*_loop_scope = "module"``), the app's.
+- ``add_user`` writes a user as registration would, through the same request model and
+  service function, with each password's argon2id hash computed once per session; HTTP
+  registration is kept where registration is the subject. ``sign_in`` and
+  ``access_token`` give the tokens of a successful login (a real session row, the app's
+  TokenCodec) without argon2's verification; ``login`` (HTTP) is kept where login, its
+  throttle or its metrics are the subject.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -24,9 +40,16 @@ from sqlalchemy import text, update
 
 from app.cli import migrate
 from app.core.config import Settings
+from app.core.security import PASSWORD_CONTEXT, PasswordHasher
 from app.main import create_app
 from app.models import User
+from app.models.base import utcnow
+from app.repositories import users as users_repo
 from app.resources import resources_of
+from app.schemas.auth import RegisterRequest
+from app.schemas.user import UserRead
+from app.services import auth as auth_service
+from app.services import sessions
 from bench import server as bench_server
 from bench.server import free_port as free_port  # test modules import it from here
 
@@ -88,24 +111,53 @@ def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+@pytest.fixture(scope="module")
+def app_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The settings of the module's shared app. A module whose every test needs other
+    settings overrides this fixture (``settings`` follows it)."""
+    directory = tmp_path_factory.mktemp("app")
     return Settings(
         _env_file=None,
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
-        secret_key_file=tmp_path / "unused-key",
-        media_root=tmp_path / "media",
+        secret_key_file=directory / "unused-key",
+        media_root=directory / "media",
+    )
+
+
+@pytest.fixture
+def settings(app_settings: Settings, tmp_path: Path) -> Settings:
+    """The shared app's settings with the test's own MEDIA_ROOT: the base of the settings a
+    test changes (``settings.model_copy(update=...)``) to build an app of its own."""
+    return app_settings.model_copy(
+        update={"secret_key_file": tmp_path / "unused-key", "media_root": tmp_path / "media"}
     )
 
 
 async def _empty_tables(app: FastAPI) -> None:
-    async with resources_of(app).engine.begin() as connection:
-        if resources_of(app).engine.dialect.name == "postgresql":
+    engine = resources_of(app).engine
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
             await connection.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
         else:
             await connection.execute(text("DELETE FROM users"))
             await connection.execute(text("DELETE FROM sqlite_sequence WHERE name = 'users'"))
+
+
+async def _reset(app: FastAPI) -> None:
+    """A running app as a test finds a new one: no rows, no media files, no throttle counts
+    (the in-memory store the default settings use; the ids restart at 1)."""
+    parts = resources_of(app)
+    await _empty_tables(app)
+    media_root = parts.settings.media_root
+    if media_root.exists():
+        for path in media_root.iterdir():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    # Throttle keeps its limiter's storage private; the tests of the throttle reach it too.
+    await parts.throttle._limiter.storage.reset()
 
 
 @asynccontextmanager
@@ -126,8 +178,24 @@ async def asgi_client(
         yield client
 
 
+@pytest.fixture(scope="module")
+async def shared_app(app_settings: Settings) -> AsyncIterator[FastAPI]:
+    """One running app per test module and backend; tests take it through ``app``."""
+    application = create_app(app_settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def app(shared_app: FastAPI) -> FastAPI:
+    """The module's running app, reset for this test (see ``_reset``)."""
+    await _reset(shared_app)
+    return shared_app
+
+
+@pytest.fixture
+async def fresh_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app of the test's own, for tests that change the app (add routes to it)."""
     async with running_app(settings) as application:
         yield application
 
@@ -169,6 +237,72 @@ async def login(
     return token
 
 
+class _HashOncePerPassword(PasswordHasher):
+    """The app's hasher (PASSWORD_CONTEXT: argon2id with the app's parameters) computing
+    each password's hash once per test session: a user then costs an INSERT, not 0.1 s of
+    argon2. The hashes are real: logging in with the password verifies them."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=1)
+
+    async def hash(self, password: str) -> str:
+        return _password_hash(password)
+
+
+@functools.cache
+def _password_hash(password: str) -> str:
+    return str(PASSWORD_CONTEXT.hash(password))
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    return _HashOncePerPassword()
+
+
+FLAGS = frozenset({"is_active", "is_staff", "is_superuser"})
+
+
+async def add_user(app: FastAPI, **overrides: Any) -> dict[str, Any]:
+    """A user as ``POST /auth/register`` creates one: ``user_payload(**overrides)`` parsed
+    by the endpoint's request model and written by its service function (password rules,
+    identifiers checked and claimed), in one transaction of its own. ``is_active``,
+    ``is_staff`` and ``is_superuser`` among ``overrides`` are set on the row, as an admin
+    would. Returns what registration returns: the public fields.
+
+    For tests where registration is not the subject (they keep ``register``)."""
+    flags = {name: overrides.pop(name) for name in FLAGS & overrides.keys()}
+    data = RegisterRequest.model_validate(user_payload(**overrides))
+    async with resources_of(app).sessionmaker() as session, session.begin():
+        user = await auth_service.register(session, _hasher(), data)
+        for name, value in flags.items():
+            setattr(user, name, value)
+        await session.flush()
+        body: dict[str, Any] = UserRead.model_validate(user).model_dump(mode="json")
+    return body
+
+
+async def sign_in(app: FastAPI, identifier: str = "alice") -> dict[str, str]:
+    """``access_token`` and ``refresh_token`` as a successful login returns them: the steps
+    of ``services.auth.login`` after the password check (``last_login``, then a session
+    row and its tokens from ``services.sessions.start`` with the app's TokenCodec), without
+    argon2's verification or the throttle's count. For tests where login is not the
+    subject (they keep ``login``)."""
+    parts = resources_of(app)
+    async with parts.sessionmaker() as session, session.begin():
+        user = await users_repo.get_by_login(session, identifier)
+        assert user is not None, identifier
+        assert user.is_active, identifier
+        user.last_login = utcnow()
+        await session.flush()
+        pair = await sessions.start(session, parts.token_codec, user)
+    return {"access_token": pair.access.token, "refresh_token": pair.refresh.token}
+
+
+async def access_token(app: FastAPI, identifier: str = "alice") -> str:
+    """The access token of ``sign_in``."""
+    return (await sign_in(app, identifier))["access_token"]
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -203,7 +337,7 @@ async def db_rows(app: FastAPI) -> list[dict[str, Any]]:
 
 def media_files(app: FastAPI) -> dict[str, bytes]:
     """Every file under MEDIA_ROOT (temporary ones included) with its content."""
-    root: Path = resources_of(app).settings.media_root
+    root = resources_of(app).settings.media_root
     if not root.exists():
         return {}
     return {

@@ -9,7 +9,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import PASSWORD, bearer, login, register, set_columns, state, user_payload
+from tests.conftest import (
+    PASSWORD,
+    access_token,
+    add_user,
+    bearer,
+    login,
+    set_columns,
+    state,
+    user_payload,
+)
 from tests.test_register import PUBLIC_FIELDS
 
 PROFILE = "/api/v1/users/profile"
@@ -18,9 +27,9 @@ NEW_PASSWORD = "another-Fine-passphrase-42"
 
 
 @pytest.fixture
-async def alice(client: httpx.AsyncClient) -> dict[str, Any]:
-    user = await register(client)
-    user["token"] = await login(client)
+async def alice(app: FastAPI) -> dict[str, Any]:
+    user = await add_user(app)
+    user["token"] = await access_token(app)
     return user
 
 
@@ -121,7 +130,7 @@ async def test_taken_username_or_email_is_409(
     value: str,
     code: str,
 ) -> None:
-    await register(client, username="bob", email="bob@example.com")
+    await add_user(app, username="bob", email="bob@example.com")
     before = await state(app)
     response = await patch(
         client, alice["token"], {field: value, "first_name": "X", "current_password": PASSWORD}
@@ -135,8 +144,8 @@ async def test_concurrent_updates_to_one_email(client: httpx.AsyncClient, app: F
     """Five users claim one email at once (in different cases): one wins, four get 409."""
     tokens = []
     for i in range(5):
-        await register(client, username=f"user{i}", email=f"user{i}@example.com")
-        tokens.append(await login(client, f"user{i}"))
+        await add_user(app, username=f"user{i}", email=f"user{i}@example.com")
+        tokens.append(await access_token(app, f"user{i}"))
     variants = [
         "x@example.com",
         "X@example.com",
@@ -341,9 +350,9 @@ async def test_change_password_bad_bodies_are_422(
 
 
 async def test_delete_account(client: httpx.AsyncClient, app: FastAPI) -> None:
-    await register(client, username="bob", email="bob@example.com")
-    await register(client)
-    token = await login(client)
+    await add_user(app, username="bob", email="bob@example.com")
+    await add_user(app)
+    token = await access_token(app)
     response = await client.request(
         "DELETE", PROFILE, json={"current_password": PASSWORD}, headers=bearer(token)
     )

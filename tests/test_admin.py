@@ -13,31 +13,46 @@ from fastapi import FastAPI
 
 from app.repositories import user_search
 from app.resources import resources_of
-from tests.conftest import PASSWORD, bearer, login, media_files, register, set_columns, state
+from tests.conftest import (
+    PASSWORD,
+    access_token,
+    add_user,
+    bearer,
+    media_files,
+    set_columns,
+    state,
+)
 from tests.test_avatar import png, upload_files
 
 USERS = "/api/v1/users"
 
 
 @pytest.fixture
-async def root(client: httpx.AsyncClient, app: FastAPI) -> str:
+async def root(app: FastAPI) -> str:
     """A superuser's token (user 1, 'root')."""
-    await register(client, username="root", email="root@example.com", first_name="Root")
-    await set_columns(app, "root", is_staff=True, is_superuser=True)
-    return await login(client, "root")
+    await add_user(
+        app,
+        username="root",
+        email="root@example.com",
+        first_name="Root",
+        is_staff=True,
+        is_superuser=True,
+    )
+    return await access_token(app, "root")
 
 
 @pytest.fixture
-async def staff(client: httpx.AsyncClient, app: FastAPI, root: str) -> str:
-    await register(client, username="staffer", email="staff@example.com", first_name="Sam")
-    await set_columns(app, "staffer", is_staff=True)
-    return await login(client, "staffer")
+async def staff(app: FastAPI, root: str) -> str:
+    await add_user(
+        app, username="staffer", email="staff@example.com", first_name="Sam", is_staff=True
+    )
+    return await access_token(app, "staffer")
 
 
 @pytest.fixture
-async def alice(client: httpx.AsyncClient, root: str) -> dict[str, Any]:
-    user = await register(client)
-    user["token"] = await login(client)
+async def alice(app: FastAPI, root: str) -> dict[str, Any]:
+    user = await add_user(app)
+    user["token"] = await access_token(app)
     return user
 
 
@@ -153,16 +168,16 @@ async def usernames(client: httpx.AsyncClient, token: str, **params: Any) -> lis
 
 
 @pytest.fixture
-async def crowd(client: httpx.AsyncClient, app: FastAPI, root: str) -> str:
+async def crowd(app: FastAPI, root: str) -> str:
     """root (1) plus: bob (2), carol_x (3, inactive), dan (4, staff, first name '100%'),
-    erin (5, last name 'O_Neil')."""
-    await register(client, username="bob", email="bob@example.com", first_name="Bob")
-    await register(client, username="carol_x", email="carol@corp.example", first_name="Carol")
-    await register(client, username="dan", email="dan@example.com", first_name="100%")
-    await register(client, username="erin", email="erin@example.com", last_name="O_Neil")
-    await set_columns(app, "carol_x", is_active=False)
-    await set_columns(app, "dan", is_staff=True)
-    await login(client, "bob")
+    erin (5, last name 'O_Neil'). root, then bob, have logged in."""
+    await add_user(app, username="bob", email="bob@example.com", first_name="Bob")
+    await add_user(
+        app, username="carol_x", email="carol@corp.example", first_name="Carol", is_active=False
+    )
+    await add_user(app, username="dan", email="dan@example.com", first_name="100%", is_staff=True)
+    await add_user(app, username="erin", email="erin@example.com", last_name="O_Neil")
+    await access_token(app, "bob")
     return root
 
 
@@ -176,7 +191,7 @@ async def test_list_defaults(client: httpx.AsyncClient, crowd: str) -> None:
 
 
 async def test_staff_may_list(client: httpx.AsyncClient, app: FastAPI, crowd: str) -> None:
-    token = await login(client, "dan")
+    token = await access_token(app, "dan")
     assert len(await usernames(client, token)) == 5
 
 

@@ -23,7 +23,7 @@ from app.core.images import reencode
 from app.dependencies import SessionDep
 from app.models import User
 from app.resources import resources_of
-from tests.conftest import PASSWORD, bearer, login, media_files, register, state
+from tests.conftest import PASSWORD, access_token, add_user, bearer, media_files, state
 
 PROFILE = "/api/v1/users/profile"
 AVATAR = f"{PROFILE}/avatar"
@@ -89,9 +89,9 @@ async def put_avatar(
 
 
 @pytest.fixture
-async def token(client: httpx.AsyncClient) -> str:
-    await register(client)
-    return await login(client)
+async def token(app: FastAPI) -> str:
+    await add_user(app)
+    return await access_token(app)
 
 
 def stored(app: FastAPI, url: str) -> bytes:
@@ -232,8 +232,11 @@ async def test_an_avatar_larger_than_max_body_bytes_is_accepted(
     buffer = io.BytesIO()
     noise.save(buffer, "PNG")
     data = buffer.getvalue()
-    settings = resources_of(app).settings
-    assert settings.max_body_bytes < len(data) <= settings.avatar_max_bytes
+    assert (
+        resources_of(app).settings.max_body_bytes
+        < len(data)
+        <= resources_of(app).settings.avatar_max_bytes
+    )
     response = await put_avatar(client, token, data)
     assert response.status_code == 200, response.text
 
@@ -390,7 +393,7 @@ def test_a_declared_bomb_is_refused_before_decoding() -> None:
     assert excinfo.value.problems[0][0] == "invalid_image"  # within the limit: decoded, fails
 
 
-async def test_a_new_file_is_removed_when_the_commit_fails(app: FastAPI) -> None:
+async def test_a_new_file_is_removed_when_the_commit_fails(fresh_app: FastAPI) -> None:
     """The session's rollback callbacks also run when the commit itself fails."""
     from app.core.db import after_commit, after_rollback
 
@@ -413,9 +416,9 @@ async def test_a_new_file_is_removed_when_the_commit_fails(app: FastAPI) -> None
 
         after_commit(session, on_commit)
 
-    app.add_api_route("/fail-commit", failing_commit, methods=["POST"])
-    app.add_api_route("/good-commit", good_commit, methods=["POST"])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    fresh_app.add_api_route("/fail-commit", failing_commit, methods=["POST"])
+    fresh_app.add_api_route("/good-commit", good_commit, methods=["POST"])
+    transport = httpx.ASGITransport(app=fresh_app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         assert (await client.post("/fail-commit")).status_code == 500
         assert events == ["rollback"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import traceback
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -16,6 +15,7 @@ from app.core.errors import AppError, RefreshTokenReused, UserNotFound
 from app.core.logging import database_error_facts
 from app.dependencies import SessionDep
 from app.resources import resources_of
+from tests.conftest import asgi_client
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ from app.resources import resources_of
     ],
 )
 async def test_callbacks_follow_the_transaction_outcome(
-    app: FastAPI, client: httpx.AsyncClient, error: Exception | None, status: int, outcome: str
+    fresh_app: FastAPI, error: Exception | None, status: int, outcome: str
 ) -> None:
     outcomes: list[str] = []
 
@@ -45,8 +45,9 @@ async def test_callbacks_follow_the_transaction_outcome(
             raise error
         return {}
 
-    app.add_api_route("/test-session", handler)
-    response = await client.get("/test-session")
+    fresh_app.add_api_route("/test-session", handler)
+    async with asgi_client(fresh_app) as client:
+        response = await client.get("/test-session")
     assert response.status_code == status
     assert outcomes == [outcome]
     if isinstance(error, AppError):

@@ -653,14 +653,16 @@ async def test_unusable_sources_are_errors_not_tracebacks(
 # SimpleJWT tokens of the replaced service.
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+@pytest.fixture(scope="module")
+def app_settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """This module's apps accept the replaced service's tokens."""
+    directory = tmp_path_factory.mktemp("app")
     return Settings(
         _env_file=None,
         database_url=database_url,
         secret_key=TEST_SECRET_KEY,
-        secret_key_file=tmp_path / "unused-key",
-        media_root=tmp_path / "media",
+        secret_key_file=directory / "unused-key",
+        media_root=directory / "media",
         legacy_simplejwt_signing_key=DJANGO_SECRET_KEY,
         # the test project's SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"], as the README says to set it
         legacy_simplejwt_access_token_lifetime=timedelta(hours=2),

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.resources import resources_of
-from tests.conftest import user_payload
+from tests.conftest import asgi_client, user_payload
 
 REGISTER = "/api/v1/auth/register"
 
@@ -71,13 +71,14 @@ async def test_body_at_the_limit_is_read(client: httpx.AsyncClient, app: FastAPI
 
 
 async def test_unexpected_errors_are_a_generic_500(
-    app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    fresh_app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def explode() -> None:
         raise RuntimeError("secret internal detail")
 
-    app.add_api_route("/boom", explode)
-    response = await client.get("/boom")
+    fresh_app.add_api_route("/boom", explode)
+    async with asgi_client(fresh_app) as client:
+        response = await client.get("/boom")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
     assert response.headers["x-content-type-options"] == "nosniff"

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from app.core.config import Settings
-from tests.conftest import PASSWORD, asgi_client, bearer, login, register, running_app
+from tests.conftest import PASSWORD, access_token, add_user, asgi_client, bearer, running_app
 
 
-async def test_security_headers_on_auth_and_profile(client: httpx.AsyncClient) -> None:
+async def test_security_headers_on_auth_and_profile(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
     registered = await client.post(
         "/api/v1/auth/register",
         json={"username": "alice", "email": "alice@example.com", "password": PASSWORD},
     )
-    token = await login(client)
+    token = await access_token(app)
     responses = [
         registered,
         await client.post("/api/v1/auth/token", json={"username": "alice", "password": "bad"}),
@@ -43,7 +46,7 @@ async def test_cors_allows_only_configured_origins(
 ) -> None:
     configured = settings.model_copy(update={"cors_origins": ["https://app.example"]})
     async with running_app(configured) as app, asgi_client(app) as client:
-        await register(client)
+        await add_user(app)
         preflight = await client.options(
             "/api/v1/users/profile",
             headers={

@@ -16,7 +16,7 @@ from app.core.identifiers import claimed_identifiers
 from app.core.security import PASSWORD_CONTEXT
 from app.models import LoginIdentifier, User
 from app.resources import resources_of
-from tests.conftest import PASSWORD, bearer, login, register, set_columns, user_payload
+from tests.conftest import PASSWORD, access_token, add_user, bearer, register, user_payload
 
 REGISTER = "/api/v1/auth/register"
 TOKEN = "/api/v1/auth/token"
@@ -33,10 +33,10 @@ async def token_status(client: httpx.AsyncClient, identifier: str, password: str
     "spelling", ["victim@example.com", "Victim@Example.COM", "victim@exampl\uff45.com"]
 )
 async def test_a_username_cannot_be_another_accounts_email(
-    client: httpx.AsyncClient, spelling: str
+    client: httpx.AsyncClient, app: FastAPI, spelling: str
 ) -> None:
     """The review's repro: the attacker's username took over the victim's email login."""
-    await register(client, username="victim", email="victim@example.com")
+    await add_user(app, username="victim", email="victim@example.com")
     response = await client.post(
         REGISTER,
         json=user_payload(username=spelling, email="attacker@example.com", password=OTHER_PASSWORD),
@@ -47,8 +47,10 @@ async def test_a_username_cannot_be_another_accounts_email(
     assert await token_status(client, "victim@example.com", OTHER_PASSWORD) == 401
 
 
-async def test_an_email_cannot_be_another_accounts_username(client: httpx.AsyncClient) -> None:
-    await register(client, username="Bob@Example.com", email="bob-real@example.com")
+async def test_an_email_cannot_be_another_accounts_username(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await add_user(app, username="Bob@Example.com", email="bob-real@example.com")
     response = await client.post(
         REGISTER, json=user_payload(username="bob", email="bob@example.com")
     )
@@ -58,11 +60,11 @@ async def test_an_email_cannot_be_another_accounts_username(client: httpx.AsyncC
 
 
 async def test_usernames_with_at_signs_differing_in_case_are_one_identifier(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     """Login would read either as an email: they are one identifier. Plain usernames keep
     Django's case-sensitive uniqueness."""
-    await register(client, username="Carol@Example.com", email="carol1@example.com")
+    await add_user(app, username="Carol@Example.com", email="carol1@example.com")
     clash = await client.post(
         REGISTER, json=user_payload(username="carol@example.com", email="carol2@example.com")
     )
@@ -76,10 +78,12 @@ async def test_ones_own_email_as_username_is_fine(client: httpx.AsyncClient) -> 
     assert await token_status(client, "erin@example.com", PASSWORD) == 200
 
 
-async def test_profile_changes_keep_identifiers_apart(client: httpx.AsyncClient) -> None:
-    await register(client, username="alice", email="alice@example.com")
-    await register(client, username="bob", email="bob@example.com")
-    token = await login(client, "bob")
+async def test_profile_changes_keep_identifiers_apart(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await add_user(app, username="alice", email="alice@example.com")
+    await add_user(app, username="bob", email="bob@example.com")
+    token = await access_token(app, "bob")
 
     async def change(**fields: str) -> httpx.Response:
         return await client.patch(
@@ -104,11 +108,10 @@ async def test_profile_changes_keep_identifiers_apart(client: httpx.AsyncClient)
 async def test_admin_changes_keep_identifiers_apart(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    await register(client, username="root", email="root@example.com")
-    await set_columns(app, "root", is_staff=True, is_superuser=True)
-    root = await login(client, "root")
-    alice = await register(client, username="alice", email="alice@example.com")
-    await register(client, username="frank@example.com", email="frank@example.org")
+    await add_user(app, username="root", email="root@example.com", is_staff=True, is_superuser=True)
+    root = await access_token(app, "root")
+    alice = await add_user(app, username="alice", email="alice@example.com")
+    await add_user(app, username="frank@example.com", email="frank@example.org")
     to_email = await client.patch(
         f"/api/v1/users/{alice['id']}", json={"username": "root@example.com"}, headers=bearer(root)
     )
@@ -122,8 +125,8 @@ async def test_admin_changes_keep_identifiers_apart(
 async def test_a_deleted_accounts_identifiers_are_free(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    await register(client, username="gina@example.com", email="gina@example.org")
-    token = await login(client, "gina@example.com")
+    await add_user(app, username="gina@example.com", email="gina@example.org")
+    token = await access_token(app, "gina@example.com")
     deleted = await client.request(
         "DELETE", PROFILE, json={"current_password": PASSWORD}, headers=bearer(token)
     )
@@ -247,17 +250,19 @@ async def test_createsuperuser_keeps_identifiers_apart(
 ) -> None:
     from app.cli import CommandError, _create_superuser
 
-    await register(client, username="jack", email="jack@example.com")
+    await add_user(app, username="jack", email="jack@example.com")
     with pytest.raises(CommandError, match="username already exists"):
         await _create_superuser(
             resources_of(app).settings, "JACK@example.com", "root@example.org", PASSWORD
         )
 
 
-async def test_letters_lower_leaves_apart_are_one_identifier(client: httpx.AsyncClient) -> None:
+async def test_letters_lower_leaves_apart_are_one_identifier(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
     """U+03F2 (lunate sigma) in an email, U+03A3 (capital sigma) in a username: lower()
     keeps them apart while login would read U+03F9 as both; the identifier key case-folds."""
-    await register(client, username="sigma1", email="a\u03f2b@example.com")
+    await add_user(app, username="sigma1", email="a\u03f2b@example.com")
     clash = await client.post(
         REGISTER, json=user_payload(username="a\u03a3b@example.com", email="s2@example.com")
     )

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from app.core.config import Settings
 from app.core.security import TokenCodec
 from app.main import create_app
-from tests.conftest import PASSWORD, asgi_client, bearer, register, running_app
+from tests.conftest import PASSWORD, add_user, asgi_client, bearer, running_app
 
 PROFILE = "/api/v1/users/profile"
 
@@ -73,8 +73,9 @@ async def signed_app(
         yield app, key
 
 
-async def login(client: httpx.AsyncClient) -> dict[str, Any]:
-    await register(client)
+async def login(app: FastAPI, client: httpx.AsyncClient) -> dict[str, Any]:
+    """The tokens the app issues (with its asymmetric key) at login."""
+    await add_user(app)
     response = await client.post(
         "/api/v1/auth/token", json={"username": "alice", "password": PASSWORD}
     )
@@ -88,7 +89,7 @@ async def test_tokens_verify_with_the_published_jwks(
 ) -> None:
     app, _ = signed_app
     async with asgi_client(app) as client:
-        tokens = await login(client)
+        tokens = await login(app, client)
         jwks = (await client.get("/.well-known/jwks.json")).json()
         assert (
             await client.get(PROFILE, headers=bearer(tokens["access_token"]))
@@ -119,7 +120,7 @@ async def test_previous_keys_still_verify_after_rotation(
     old_public = write(tmp_path / "old.pub.pem", public_pem(old_key.read_bytes()))
     old_settings = asymmetric(settings, algorithm, old_key, [])
     async with running_app(old_settings) as app, asgi_client(app) as client:
-        old_tokens = await login(client)
+        old_tokens = await login(app, client)
     rotated = asymmetric(settings, algorithm, new_key, [old_public])
     application = create_app(rotated)  # not running_app: keep the tables
     async with application.router.lifespan_context(application), asgi_client(application) as client:
@@ -146,7 +147,7 @@ async def test_algorithm_confusion_and_foreign_keys_are_401(
 ) -> None:
     app, key = signed_app
     async with asgi_client(app) as client:
-        tokens = await login(client)
+        tokens = await login(app, client)
         claims = jwt.get_unverified_claims(tokens["access_token"])
         kid = jwt.get_unverified_header(tokens["access_token"])["kid"]
         public = public_pem(key.read_bytes()).decode()

@@ -19,7 +19,7 @@ from app.core.security import (
 )
 from app.models import User
 from app.resources import resources_of
-from tests.conftest import PASSWORD, bearer, register, set_columns
+from tests.conftest import PASSWORD, add_user, bearer, set_columns
 
 TOKEN = "/api/v1/auth/token"
 
@@ -31,8 +31,8 @@ async def stored_hash(app: FastAPI, username: str = "alice") -> str:
     return value
 
 
-async def test_json_login(client: httpx.AsyncClient) -> None:
-    await register(client)
+async def test_json_login(client: httpx.AsyncClient, app: FastAPI) -> None:
+    await add_user(app)
     response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 200
     body = response.json()
@@ -49,8 +49,10 @@ async def test_json_login(client: httpx.AsyncClient) -> None:
     assert response.headers["cache-control"] == "no-store"
 
 
-async def test_form_login_as_the_docs_authorize_dialog_sends_it(client: httpx.AsyncClient) -> None:
-    await register(client)
+async def test_form_login_as_the_docs_authorize_dialog_sends_it(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await add_user(app)
     response = await client.post(
         TOKEN,
         data={"grant_type": "password", "username": "alice", "password": PASSWORD, "scope": ""},
@@ -62,14 +64,14 @@ async def test_form_login_as_the_docs_authorize_dialog_sends_it(client: httpx.As
 
 
 @pytest.mark.parametrize("identifier", ["alice@example.com", "ALICE@Example.com"])
-async def test_login_with_email(client: httpx.AsyncClient, identifier: str) -> None:
-    await register(client)
+async def test_login_with_email(client: httpx.AsyncClient, app: FastAPI, identifier: str) -> None:
+    await add_user(app)
     response = await client.post(TOKEN, json={"username": identifier, "password": PASSWORD})
     assert response.status_code == 200
 
 
-async def test_login_sets_last_login(client: httpx.AsyncClient) -> None:
-    await register(client)
+async def test_login_sets_last_login(client: httpx.AsyncClient, app: FastAPI) -> None:
+    await add_user(app)
     response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
     profile = await client.get(
         "/api/v1/users/profile", headers=bearer(response.json()["access_token"])
@@ -80,8 +82,8 @@ async def test_login_sets_last_login(client: httpx.AsyncClient) -> None:
 
 
 async def test_failures_look_the_same(client: httpx.AsyncClient, app: FastAPI) -> None:
-    await register(client)
-    await register(client, username="inactive", email="inactive@example.com")
+    await add_user(app)
+    await add_user(app, username="inactive", email="inactive@example.com")
     await set_columns(app, "inactive", is_active=False)
     answers = [
         await client.post(TOKEN, json={"username": "alice", "password": "wrong-password"}),
@@ -110,7 +112,7 @@ async def test_failures_look_the_same(client: httpx.AsyncClient, app: FastAPI) -
 async def test_django_hashes_log_in_and_are_upgraded(
     client: httpx.AsyncClient, app: FastAPI, legacy_hash: str
 ) -> None:
-    await register(client)
+    await add_user(app)
     await set_columns(app, password=legacy_hash)
     response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 200
@@ -125,7 +127,7 @@ async def test_django_hashes_log_in_and_are_upgraded(
 async def test_wrong_password_does_not_upgrade_a_django_hash(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
-    await register(client)
+    await add_user(app)
     legacy = django_pbkdf2_sha256.using(rounds=1000).hash(PASSWORD)
     await set_columns(app, password=legacy)
     response = await client.post(TOKEN, json={"username": "alice", "password": "bad-password"})
@@ -140,7 +142,7 @@ async def test_wrong_password_does_not_upgrade_a_django_hash(
 async def test_unusable_or_unknown_hashes_get_the_generic_401(
     client: httpx.AsyncClient, app: FastAPI, unusable: str
 ) -> None:
-    await register(client)
+    await add_user(app)
     await set_columns(app, password=unusable)
     response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 401
@@ -222,7 +224,7 @@ async def test_a_hash_asking_for_too_much_work_never_verifies(
 ) -> None:
     """Security review, finding 5: a row edited by hand (or imported before the check)
     with a huge work factor is refused like a wrong password, even with the right one."""
-    await register(client)
+    await add_user(app)
     await set_columns(app, password=costly_hash(kind))
     response = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 401

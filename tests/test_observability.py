@@ -9,17 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import (
     PASSWORD,
+    add_user,
     bearer,
     is_postgres,
     login,
     new_database,
-    register,
     run_server,
     user_payload,
 )
@@ -50,10 +51,10 @@ async def test_request_id_is_generated_or_kept_when_safe(client: httpx.AsyncClie
 
 
 async def test_metrics_count_requests_by_route_and_logins_by_outcome(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     before = (await client.get("/metrics")).text
-    await register(client)
+    await add_user(app)
     token = await login(client)
     wrong = {"username": "alice", "password": "not-the-password"}
     assert (await client.post("/api/v1/auth/token", json=wrong)).status_code == 401

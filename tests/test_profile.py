@@ -13,7 +13,7 @@ from sqlalchemy import delete
 
 from app.models import User
 from app.resources import resources_of
-from tests.conftest import TEST_SECRET_KEY, bearer, login, register, set_columns
+from tests.conftest import TEST_SECRET_KEY, access_token, add_user, bearer, set_columns
 from tests.test_register import PUBLIC_FIELDS
 
 PROFILE = "/api/v1/users/profile"
@@ -42,9 +42,9 @@ def sign(payload: dict[str, Any], key: str = TEST_SECRET_KEY, algorithm: str = "
 
 
 @pytest.fixture
-async def alice(client: httpx.AsyncClient) -> dict[str, Any]:
-    user = await register(client)
-    user["token"] = await login(client)
+async def alice(app: FastAPI) -> dict[str, Any]:
+    user = await add_user(app)
+    user["token"] = await access_token(app)
     return user
 
 

@@ -12,7 +12,7 @@ from app.models.user import User
 from app.repositories import user_search
 from app.resources import resources_of
 from app.services.search_probe import COMMON_SHARE, TrigramStats, rare_fragment
-from tests.conftest import bearer, login, register, set_columns
+from tests.conftest import access_token, add_user, bearer
 
 USERS = "/api/v1/users"
 MEMBERS = 60
@@ -76,17 +76,16 @@ async def test_a_failed_sample_keeps_the_previous_one_and_is_retried_later() -> 
 
 
 @pytest.fixture
-async def members(client: httpx.AsyncClient, app: FastAPI) -> str:
+async def members(app: FastAPI) -> str:
     """root (staff) plus member0..member59 (member<i>@example.com): every member shares
     the trigrams of 'member' and of 'example'."""
-    await register(client, username="root", email="root@corp.example.org")
-    await set_columns(app, "root", is_staff=True)
+    await add_user(app, username="root", email="root@corp.example.org", is_staff=True)
     async with resources_of(app).sessionmaker() as session, session.begin():
         session.add_all(
             User(username=f"member{i}", email=f"member{i}@example.com", password="!")
             for i in range(MEMBERS)
         )
-    return await login(client, "root")
+    return await access_token(app, "root")
 
 
 TERMS = ["member17", "MEMBER4", "ber3", "member59@example", "r1", "member", "17@ex", "nobody"]

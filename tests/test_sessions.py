@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 
 from app.models import AuthSession, User
 from app.resources import resources_of
-from tests.conftest import PASSWORD, TEST_SECRET_KEY, bearer, register, set_columns
+from tests.conftest import PASSWORD, TEST_SECRET_KEY, add_user, bearer, set_columns, sign_in
 
 TOKEN = "/api/v1/auth/token"
 REFRESH = "/api/v1/auth/token/refresh"
@@ -34,9 +34,10 @@ async def profile_status(client: httpx.AsyncClient, access_token: str) -> int:
 
 
 @pytest.fixture
-async def tokens(client: httpx.AsyncClient) -> dict[str, Any]:
-    await register(client)
-    return await log_in(client)
+async def tokens(app: FastAPI) -> dict[str, str]:
+    """alice's tokens of one session."""
+    await add_user(app)
+    return await sign_in(app)
 
 
 async def test_refresh_rotates_both_tokens(
@@ -73,9 +74,9 @@ async def test_reusing_a_rotated_token_revokes_the_family(
 
 
 async def test_other_sessions_survive_a_reuse(
-    client: httpx.AsyncClient, tokens: dict[str, Any]
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    other = await log_in(client)
+    other = await sign_in(app)
     await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
     await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})  # reuse
     assert await profile_status(client, other["access_token"]) == 200
@@ -114,9 +115,9 @@ async def test_access_and_refresh_tokens_are_not_interchangeable(
 
 
 async def test_logout_ends_the_session_at_once(
-    client: httpx.AsyncClient, tokens: dict[str, Any]
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    other = await log_in(client)
+    other = await sign_in(app)
     response = await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]})
     assert response.status_code == 204
     assert response.content == b""
@@ -131,9 +132,9 @@ async def test_logout_ends_the_session_at_once(
 
 
 async def test_logout_all_ends_every_session(
-    client: httpx.AsyncClient, tokens: dict[str, Any]
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    other = await log_in(client)
+    other = await sign_in(app)
     response = await client.post(LOGOUT_ALL, headers=bearer(other["access_token"]))
     assert response.status_code == 204
     for pair in (tokens, other):
@@ -196,9 +197,9 @@ async def test_refresh_input_is_validated(client: httpx.AsyncClient, body: dict[
 
 
 async def test_password_change_ends_every_session(
-    client: httpx.AsyncClient, tokens: dict[str, Any]
+    client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    other = await log_in(client)  # issued in the same second as the change below
+    other = await sign_in(app)  # issued in the same second as the change below
     new_password = "another-Strong-passphrase-29"
     changed = await client.post(
         "/api/v1/users/profile/password",

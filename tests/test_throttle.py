@@ -24,6 +24,7 @@ from tests.conftest import (
     PASSWORD,
     REDIS_URL,
     REQUIRE_REDIS,
+    add_user,
     asgi_client,
     bearer,
     login,
@@ -77,8 +78,8 @@ async def test_another_accounts_success_never_clears_a_pair(throttled_app: FastA
     """Usernames are case-sensitive: the attacker's own account ``alice`` logging in must
     not clear the count of their guesses at ``Alice`` (found by the review of the fix)."""
     async with asgi_client(throttled_app, "10.0.0.11") as client:
-        await register(client, username="Alice", email="victim@example.com")
-        await register(client, username="alice", email="attacker@example.com")
+        await add_user(throttled_app, username="Alice", email="victim@example.com")
+        await add_user(throttled_app, username="alice", email="attacker@example.com")
         await use_up_pair(client, "Alice")
         assert (await right_login(client, "alice")).status_code == 200
         assert (await fail_login(client, "Alice")).status_code == 429
@@ -96,7 +97,7 @@ async def test_pair_limit_same_for_existing_and_unknown(
     throttled_app: FastAPI, username: str, variant: str
 ) -> None:
     async with asgi_client(throttled_app, "10.0.0.1") as client:
-        await register(client)
+        await add_user(throttled_app)
         await use_up_pair(client, username)
         blocked = await fail_login(client, variant)  # the same spelling, canonically
         assert blocked.status_code == 429
@@ -116,7 +117,7 @@ async def test_owner_logs_in_while_a_strangers_address_is_locked_out(
     throttled_app: FastAPI,
 ) -> None:
     async with asgi_client(throttled_app, "10.0.2.1") as stranger:
-        await register(stranger)
+        await add_user(throttled_app)
         await use_up_pair(stranger)
         assert (await right_login(stranger)).status_code == 429  # the pair is locked
     async with asgi_client(throttled_app, "10.0.2.2") as owner:
@@ -127,7 +128,7 @@ async def test_a_lockout_through_the_username_does_not_show_on_the_email(
     throttled_app: FastAPI,
 ) -> None:
     async with asgi_client(throttled_app, "10.0.2.3") as stranger:
-        await register(stranger)
+        await add_user(throttled_app)
         await use_up_pair(stranger)
         assert (await fail_login(stranger, "alice")).status_code == 429
         email = await fail_login(stranger, "alice@example.com")
@@ -140,7 +141,7 @@ async def test_attempts_refused_by_the_address_limit_count_nowhere_else(
     throttled_app: FastAPI,
 ) -> None:
     async with asgi_client(throttled_app, "10.0.2.4") as client:
-        await register(client)
+        await add_user(throttled_app)
         for i in range(6):
             assert (await fail_login(client, f"other{i}")).status_code == 401
         for _ in range(10):
@@ -162,7 +163,7 @@ async def test_attempts_refused_by_the_address_limit_count_nowhere_else(
 
 async def test_the_ceiling_stops_guesses_spread_over_addresses(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "10.0.3.1") as client:
-        await register(client)
+        await add_user(throttled_app)
         await use_up_pair(client)
     async with asgi_client(throttled_app, "10.0.3.2") as owner:
         assert (await right_login(owner)).status_code == 200  # counts, clears no ceiling
@@ -185,7 +186,7 @@ async def test_the_ceiling_stops_guesses_spread_over_addresses(throttled_app: Fa
 
 async def test_ipv6_clients_are_counted_per_64(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "2001:db8:0:1::1") as client:
-        await register(client)
+        await add_user(throttled_app)
     for i in range(6):  # the address limit: six hosts of one /64
         async with asgi_client(throttled_app, f"2001:db8:0:1::{i + 2:x}") as client:
             assert (await fail_login(client, f"v6user{i}")).status_code == 401
@@ -292,7 +293,7 @@ async def test_parallel_guesses_are_counted_before_they_are_checked(
     throttled_app: FastAPI,
 ) -> None:
     async with asgi_client(throttled_app, "10.0.0.8") as client:
-        await register(client)
+        await add_user(throttled_app)
         answers = await asyncio.gather(*(fail_login(client, "alice") for _ in range(12)))
     statuses = sorted(answer.status_code for answer in answers)
     assert statuses == [401] * 3 + [429] * 9
@@ -302,7 +303,7 @@ async def test_current_password_guesses_share_the_account_limit(
     throttled_app: FastAPI,
 ) -> None:
     async with asgi_client(throttled_app, "10.0.0.9") as client:
-        await register(client)
+        await add_user(throttled_app)
         token = await login(client)  # 1 of the ceiling's 8
         for _ in range(3):  # 4
             wrong = await client.post(
@@ -330,7 +331,7 @@ async def test_current_password_guesses_share_the_account_limit(
 
 async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "10.0.0.3") as client:
-        await register(client)
+        await add_user(throttled_app)
         for i in range(6):
             assert (await fail_login(client, f"user{i}")).status_code == 401
         blocked = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
@@ -342,7 +343,7 @@ async def test_address_limit_spans_accounts(throttled_app: FastAPI) -> None:
 
 async def test_a_success_clears_the_pairs_count(throttled_app: FastAPI) -> None:
     async with asgi_client(throttled_app, "10.0.0.5") as client:
-        await register(client)
+        await add_user(throttled_app)
         for _ in range(2):
             assert (await fail_login(client, "alice")).status_code == 401
         ok = await client.post(TOKEN, json={"username": "alice", "password": PASSWORD})
