@@ -146,11 +146,11 @@ async def _create_superuser(settings: Settings, username: str, email: str, passw
     engine = create_engine(settings)
     hasher = PasswordHasher(1)
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            user = await register(session, hasher, data)
+        async with create_sessionmaker(engine)() as db, db.begin():
+            user = await register(db, hasher, data)
             user.is_staff = True
             user.is_superuser = True
-            await session.flush()
+            await db.flush()
             return user.id
     except AppError as exc:
         raise CommandError(exc.detail) from None
@@ -192,14 +192,14 @@ async def _import_django(settings: Settings, args: argparse.Namespace) -> int:
     )
     engine = create_engine(settings)
     try:
-        async with create_sessionmaker(engine)() as session:
+        async with create_sessionmaker(engine)() as db:
             report = await import_django_users(
-                session, options, lambda message: print(message, file=sys.stderr, flush=True)
+                db, options, lambda message: print(message, file=sys.stderr, flush=True)
             )
             if report.commit:
-                await session.commit()
+                await db.commit()
             else:
-                await session.rollback()
+                await db.rollback()
     except DjangoImportError as exc:
         raise CommandError(str(exc)) from None
     finally:

@@ -20,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.client_address import client_address
 from app.core.config import Settings
-from app.core.db import committing_session
+from app.core.db import committing_db
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User, UserSnapshot
 from app.resources import AppResources, resources_of
-from app.services import sessions
+from app.services import auth_sessions
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle
 
@@ -69,21 +69,21 @@ ImageProcessorDep = Annotated[ImageProcessor, _part(lambda r: r.image_processor)
 TrigramStatsDep = Annotated[TrigramStats, _part(lambda r: r.trigram_stats)]
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work (`app.core.db.committing_session`)."""
-    async with committing_session(resources_of(request.app).sessionmaker) as session:
-        yield session
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work (`app.core.db.committing_db`)."""
+    async with committing_db(resources_of(request.app).sessionmaker) as db:
+        yield db
 
 
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_read_db(request: Request) -> AsyncIterator[AsyncSession]:
     """One read-only session per request (routes that never write): nothing to commit."""
-    async with resources_of(request.app).read_sessionmaker() as session:
-        yield session
+    async with resources_of(request.app).read_sessionmaker() as db:
+        yield db
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
 # Routes that never write (profile reads, staff reads): one round trip, no transaction.
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_db, scope="function")]
 
 
 async def get_client_address(request: Request, settings: SettingsDep) -> str:
@@ -119,31 +119,29 @@ BearerToken = Annotated[str, Depends(get_bearer_token)]
 
 async def _signed_in(
     request: Request,
-    session: AsyncSession,
+    db: AsyncSession,
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None,
 ) -> User:
-    user = await sessions.user_from_access_token(session, codec, token, legacy_codec)
+    user = await auth_sessions.user_from_access_token(db, codec, token, legacy_codec)
     request.state.user_id = user.id  # for the request log line
     return user
 
 
-async def get_current_user(request: Request, token: BearerToken, session: SessionDep) -> User:
+async def get_current_user(request: Request, token: BearerToken, db: SessionDep) -> User:
     """The signed-in user, for their own endpoints: the replaced service's tokens work
     here (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
     resources = resources_of(request.app)
-    return await _signed_in(
-        request, session, resources.token_codec, token, resources.legacy_token_codec
-    )
+    return await _signed_in(request, db, resources.token_codec, token, resources.legacy_token_codec)
 
 
 async def get_current_user_from_own_token(
-    request: Request, token: BearerToken, session: SessionDep
+    request: Request, token: BearerToken, db: SessionDep
 ) -> User:
     """The signed-in user, from one of this service's tokens only: staff and superuser
     routes refuse the replaced service's (401; staff log in again)."""
-    return await _signed_in(request, session, resources_of(request.app).token_codec, token, None)
+    return await _signed_in(request, db, resources_of(request.app).token_codec, token, None)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -174,10 +172,10 @@ async def _read_user(
     codec = resources.token_codec
     reader = resources.live_user_reader
     if reader is not None:
-        user = await sessions.resolve_access_token(reader, codec, token, legacy_codec)
+        user = await auth_sessions.resolve_access_token(reader, codec, token, legacy_codec)
     else:
-        async with resources.read_sessionmaker() as session:
-            orm_user = await sessions.user_from_access_token(session, codec, token, legacy_codec)
+        async with resources.read_sessionmaker() as db:
+            orm_user = await auth_sessions.user_from_access_token(db, codec, token, legacy_codec)
             user = UserSnapshot.of(orm_user)
     request.state.user_id = user.id  # for the request log line
     return user

@@ -41,7 +41,7 @@ class AppResources:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
-    """Sessions for requests that write (`app.core.db.committing_session`)."""
+    """Sessions for requests that write (`app.core.db.committing_db`)."""
     read_sessionmaker: async_sessionmaker[AsyncSession]
     """Autocommit sessions for requests that only read."""
     password_hasher: PasswordHasher

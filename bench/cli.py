@@ -137,7 +137,7 @@ class LiveBench:
         print(f"  a fresh worker: pid {self.service.process.pid}", flush=True)
 
     def refresh_tokens(self, user_ids: Sequence[int]) -> list[str]:
-        return asyncio.run(database.issue_sessions(self.dsn, self.codec, user_ids, "refresh"))
+        return asyncio.run(database.issue_auth_sessions(self.dsn, self.codec, user_ids, "refresh"))
 
     def before_measurement(self) -> None:
         # The pools may have opened more connections since the last measurement.
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         codec = TokenCodec(settings)
         token_users = [1 + i % knobs.users for i in range(min(ACCESS_TOKENS, knobs.users))]
-        access_tokens = asyncio.run(database.issue_sessions(dsn, codec, token_users, "access"))
+        access_tokens = asyncio.run(database.issue_auth_sessions(dsn, codec, token_users, "access"))
         service = start_service(env, workdir)
         bench = LiveBench(dsn, codec, env, workdir, password_hash, knobs.users, service)
         try:

@@ -83,7 +83,7 @@ async def seed_users(dsn: str, first: int, last: int, password_hash: str) -> Non
         await conn.close()
 
 
-async def issue_sessions(
+async def issue_auth_sessions(
     dsn: str, codec: TokenCodec, user_ids: Sequence[int], kind: str
 ) -> list[str]:
     """One session row per user id, and its access or refresh token."""

@@ -49,7 +49,7 @@ from app.resources import resources_of
 from app.schemas.auth import RegisterRequest
 from app.schemas.user import UserRead
 from app.services import auth as auth_service
-from app.services import sessions
+from app.services import auth_sessions
 from bench import server as bench_server
 from bench.server import free_port as free_port  # test modules import it from here
 
@@ -272,11 +272,11 @@ async def add_user(app: FastAPI, **overrides: Any) -> dict[str, Any]:
     For tests where registration is not the subject (they keep ``register``)."""
     flags = {name: overrides.pop(name) for name in FLAGS & overrides.keys()}
     data = RegisterRequest.model_validate(user_payload(**overrides))
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        user = await auth_service.register(session, _hasher(), data)
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        user = await auth_service.register(db, _hasher(), data)
         for name, value in flags.items():
             setattr(user, name, value)
-        await session.flush()
+        await db.flush()
         body: dict[str, Any] = UserRead.model_validate(user).model_dump(mode="json")
     return body
 
@@ -284,17 +284,17 @@ async def add_user(app: FastAPI, **overrides: Any) -> dict[str, Any]:
 async def sign_in(app: FastAPI, identifier: str = "alice") -> dict[str, str]:
     """``access_token`` and ``refresh_token`` as a successful login returns them: the steps
     of ``services.auth.login`` after the password check (``last_login``, then a session
-    row and its tokens from ``services.sessions.start`` with the app's TokenCodec), without
+    row and its tokens from ``services.auth_sessions.start`` with the app's TokenCodec), without
     argon2's verification or the throttle's count. For tests where login is not the
     subject (they keep ``login``)."""
     parts = resources_of(app)
-    async with parts.sessionmaker() as session, session.begin():
-        user = await users_repo.get_by_login(session, identifier)
+    async with parts.sessionmaker() as db, db.begin():
+        user = await users_repo.get_by_login(db, identifier)
         assert user is not None, identifier
         assert user.is_active, identifier
         user.last_login = utcnow()
-        await session.flush()
-        pair = await sessions.start(session, parts.token_codec, user)
+        await db.flush()
+        pair = await auth_sessions.start(db, parts.token_codec, user)
     return {"access_token": pair.access.token, "refresh_token": pair.refresh.token}
 
 
@@ -353,5 +353,5 @@ async def state(app: FastAPI) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
 
 async def set_columns(app: FastAPI, username: str = "alice", **values: object) -> None:
     """Write columns of one user straight to the database (flags, a legacy hash, ...)."""
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        await session.execute(update(User).where(User.username == username).values(**values))
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        await db.execute(update(User).where(User.username == username).values(**values))

@@ -296,18 +296,18 @@ class OutboxDatabase:
     sessionmaker: async_sessionmaker[AsyncSession]
 
     async def rows(self) -> list[OutboxEmail]:
-        async with self.sessionmaker() as session:
-            return list((await session.scalars(select(OutboxEmail).order_by(OutboxEmail.id))).all())
+        async with self.sessionmaker() as db:
+            return list((await db.scalars(select(OutboxEmail).order_by(OutboxEmail.id))).all())
 
     async def row(self, row_id: int) -> OutboxEmail:
-        async with self.sessionmaker() as session:
-            row = await session.get(OutboxEmail, row_id)
+        async with self.sessionmaker() as db:
+            row = await db.get(OutboxEmail, row_id)
             assert row is not None
             return row
 
     async def empty(self) -> None:
-        async with self.sessionmaker() as session, session.begin():
-            await session.execute(delete(OutboxEmail))
+        async with self.sessionmaker() as db, db.begin():
+            await db.execute(delete(OutboxEmail))
 
 
 @pytest.fixture

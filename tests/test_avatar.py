@@ -399,22 +399,22 @@ async def test_a_new_file_is_removed_when_the_commit_fails(fresh_app: FastAPI) -
 
     events: list[str] = []
 
-    async def failing_commit(session: SessionDep) -> None:
+    async def failing_commit(db: SessionDep) -> None:
         async def on_commit() -> None:
             events.append("commit")
 
         async def on_rollback() -> None:
             events.append("rollback")
 
-        after_commit(session, on_commit)
-        after_rollback(session, on_rollback)
-        session.add(User(username="x", email="x@example.com", password=None))  # NOT NULL
+        after_commit(db, on_commit)
+        after_rollback(db, on_rollback)
+        db.add(User(username="x", email="x@example.com", password=None))  # NOT NULL
 
-    async def good_commit(session: SessionDep) -> None:
+    async def good_commit(db: SessionDep) -> None:
         async def on_commit() -> None:
             events.append("commit")
 
-        after_commit(session, on_commit)
+        after_commit(db, on_commit)
 
     fresh_app.add_api_route("/fail-commit", failing_commit, methods=["POST"])
     fresh_app.add_api_route("/good-commit", good_commit, methods=["POST"])

@@ -38,9 +38,9 @@ async def test_callbacks_follow_the_transaction_outcome(
     async def rolled_back() -> None:
         outcomes.append("rolled back")
 
-    async def handler(session: SessionDep) -> dict[str, str]:
-        after_commit(session, committed)
-        after_rollback(session, rolled_back)
+    async def handler(db: SessionDep) -> dict[str, str]:
+        after_commit(db, committed)
+        after_rollback(db, rolled_back)
         if error is not None:
             raise error
         return {}
@@ -82,8 +82,8 @@ async def test_the_id_counter_never_moves_back(app: FastAPI) -> None:
     from app.repositories import user_import
 
     for floor in (1000, 10):
-        async with resources_of(app).sessionmaker() as session, session.begin():
-            await user_import.move_id_counter_past(session, floor)
+        async with resources_of(app).sessionmaker() as db, db.begin():
+            await user_import.move_id_counter_past(db, floor)
     async with resources_of(app).engine.begin() as connection:
         await connection.execute(
             text(

@@ -197,13 +197,13 @@ async def import_django(
 
 
 async def count_users(app: FastAPI) -> int:
-    async with resources_of(app).sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+    async with resources_of(app).sessionmaker() as db:
+        return int(await db.scalar(select(func.count()).select_from(User)) or 0)
 
 
 async def stored_hash(app: FastAPI, user_id: int) -> str:
-    async with resources_of(app).sessionmaker() as session:
-        value = await session.scalar(select(User.password).where(User.id == user_id))
+    async with resources_of(app).sessionmaker() as db:
+        value = await db.scalar(select(User.password).where(User.id == user_id))
     assert isinstance(value, str)
     return value
 
@@ -402,8 +402,8 @@ async def test_changed_source_rows_are_updated_not_duplicated(
     assert outcome.summary()["updated"] == 1
     assert outcome.summary()["created"] == 0
     assert await count_users(app) == len(django_source.users)
-    async with resources_of(app).sessionmaker() as session:
-        user = await session.get(User, user_id)
+    async with resources_of(app).sessionmaker() as db:
+        user = await db.get(User, user_id)
     assert user is not None
     assert (user.first_name, user.email) == ("Renamed", "new@example.com")
 
@@ -626,15 +626,15 @@ async def test_collision_with_an_account_of_this_service_is_reported(
 
 async def add_local_user(app: FastAPI, user_id: int, username: str, email: str) -> None:
     """An account created here (as registration would), with a chosen id."""
-    async with resources_of(app).sessionmaker() as session, session.begin():
+    async with resources_of(app).sessionmaker() as db, db.begin():
         user = User(
             id=user_id,
             username=username,
             email=email.lower(),
             password=PASSWORD_CONTEXT.hash("a-local-Passw0rd!"),
         )
-        await users_repo.add(session, user)
-        await user_import.move_id_counter_past(session, user_id)
+        await users_repo.add(db, user)
+        await user_import.move_id_counter_past(db, user_id)
 
 
 async def test_unusable_sources_are_errors_not_tracebacks(

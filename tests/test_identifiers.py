@@ -132,8 +132,8 @@ async def test_a_deleted_accounts_identifiers_are_free(
     )
     assert deleted.status_code == 204
     await register(client, username="gina", email="gina@example.com")
-    async with resources_of(app).sessionmaker() as session:
-        claims = await session.scalar(select(func.count()).select_from(LoginIdentifier))
+    async with resources_of(app).sessionmaker() as db:
+        claims = await db.scalar(select(func.count()).select_from(LoginIdentifier))
     assert claims == 1
 
 
@@ -162,15 +162,15 @@ async def test_identifiers_race_past_the_check(app: FastAPI) -> None:
     from app.core.errors import EmailTaken, UsernameTaken
     from app.repositories import users as users_repo
 
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        await users_repo.add(session, _user("holly@example.com", "holly@example.org"))
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        await users_repo.add(db, _user("holly@example.com", "holly@example.org"))
     for username, email, error in (
         ("holly@example.org", "h2@example.org", UsernameTaken),
         ("holly2", "HOLLY@example.com", EmailTaken),
     ):
         with pytest.raises(error):
-            async with resources_of(app).sessionmaker() as session, session.begin():
-                await users_repo.add(session, _user(username, email))
+            async with resources_of(app).sessionmaker() as db, db.begin():
+                await users_repo.add(db, _user(username, email))
 
 
 def _user(username: str, email: str) -> User:
@@ -216,8 +216,8 @@ async def test_an_identifier_two_old_accounts_answer_to_logs_in_neither(
 ) -> None:
     """Rows from before the rule (written straight to the table here) may clash: login
     then refuses the ambiguous identifier instead of picking one account."""
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        await session.execute(
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        await db.execute(
             insert(User),
             [
                 {

@@ -25,8 +25,8 @@ TOKEN = "/api/v1/auth/token"
 
 
 async def stored_hash(app: FastAPI, username: str = "alice") -> str:
-    async with resources_of(app).sessionmaker() as session:
-        value = await session.scalar(select(User.password).where(User.username == username))
+    async with resources_of(app).sessionmaker() as db:
+        value = await db.scalar(select(User.password).where(User.username == username))
     assert isinstance(value, str)
     return value
 

@@ -108,23 +108,21 @@ def test_compose_refuses_values_the_kind_does_not_declare() -> None:
         )
 
 
-def enqueue_reset(
-    session: AsyncSession, context: dict[str, str], secret: dict[str, str]
-) -> OutboxEmail:
+def enqueue_reset(db: AsyncSession, context: dict[str, str], secret: dict[str, str]) -> OutboxEmail:
     return mail.enqueue(
-        session, kind=MailKind.PASSWORD_RESET, to="bob@example.com", context=context, secret=secret
+        db, kind=MailKind.PASSWORD_RESET, to="bob@example.com", context=context, secret=secret
     )
 
 
 async def test_enqueue_writes_a_row_with_the_transaction_only(outbox_db: OutboxDatabase) -> None:
     context, secret = sample(MailKind.PASSWORD_RESET)
-    async with outbox_db.sessionmaker() as session:
-        enqueue_reset(session, context, secret)
-        await session.rollback()
+    async with outbox_db.sessionmaker() as db:
+        enqueue_reset(db, context, secret)
+        await db.rollback()
     assert await outbox_db.rows() == []
 
-    async with outbox_db.sessionmaker() as session, session.begin():
-        row = enqueue_reset(session, context, secret)
+    async with outbox_db.sessionmaker() as db, db.begin():
+        row = enqueue_reset(db, context, secret)
     [stored] = await outbox_db.rows()
     assert stored.id == row.id
     assert (stored.kind, stored.recipient, stored.status, stored.attempts) == (
@@ -152,9 +150,9 @@ async def test_enqueue_writes_a_row_with_the_transaction_only(outbox_db: OutboxD
 async def test_enqueue_refuses_values_the_kind_does_not_declare(
     outbox_db: OutboxDatabase, context: dict[str, str], secret: dict[str, str]
 ) -> None:
-    async with outbox_db.sessionmaker() as session:
+    async with outbox_db.sessionmaker() as db:
         with pytest.raises(ValueError, match="password_reset"):
-            enqueue_reset(session, context, secret)
+            enqueue_reset(db, context, secret)
 
 
 @pytest.mark.parametrize(

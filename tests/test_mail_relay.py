@@ -65,24 +65,26 @@ def backlog_gauge() -> float | None:
     return REGISTRY.get_sample_value("userservice_email_outbox_backlog")
 
 
-async def enqueue_reset(db: OutboxDatabase, clock: FakeClock | None = None) -> int:
-    async with db.sessionmaker() as session, session.begin():
+async def enqueue_reset(outbox_db: OutboxDatabase, clock: FakeClock | None = None) -> int:
+    async with outbox_db.sessionmaker() as db, db.begin():
         row = mail.enqueue(
-            session,
+            db,
             kind=MailKind.PASSWORD_RESET,
             to=RECIPIENT,
             context=CONTEXT,
             secret={"link": LINK},
             now=clock() if clock else None,
         )
-        await session.flush()
+        await db.flush()
         return row.id
 
 
 def relay_for(
-    settings: Settings, db: OutboxDatabase, clock: FakeClock, sender: Sender | None = None
+    settings: Settings, outbox_db: OutboxDatabase, clock: FakeClock, sender: Sender | None = None
 ) -> EmailRelay:
-    return EmailRelay(settings, db.sessionmaker, sender or create_sender(settings), clock=clock)
+    return EmailRelay(
+        settings, outbox_db.sessionmaker, sender or create_sender(settings), clock=clock
+    )
 
 
 def add_reset_route(app: FastAPI) -> None:
@@ -447,9 +449,9 @@ async def test_a_row_whose_relay_died_is_taken_again_once_its_lease_ends(
     clock: FakeClock,
 ) -> None:
     row_id = await enqueue_reset(outbox_db, clock)
-    async with outbox_db.sessionmaker() as session, session.begin():
+    async with outbox_db.sessionmaker() as db, db.begin():
         [claim] = await outbox.claim_due(
-            session, now=clock.now, lease_until=clock.now + LEASE, limit=8
+            db, now=clock.now, lease_until=clock.now + LEASE, limit=8
         )  # ... and the relay that took it dies
     relay = relay_for(smtp_settings, outbox_db, clock)
     await relay.run_once()
@@ -459,8 +461,8 @@ async def test_a_row_whose_relay_died_is_taken_again_once_its_lease_ends(
     await smtp_server.wait_for(1)
     row = await outbox_db.row(row_id)
     assert (row.status, row.attempts) == ("sent", 2)
-    async with outbox_db.sessionmaker() as session, session.begin():
-        assert not await outbox.finish(session, claim, status="failed", now=clock.now)
+    async with outbox_db.sessionmaker() as db, db.begin():
+        assert not await outbox.finish(db, claim, status="failed", now=clock.now)
     assert (await outbox_db.row(row_id)).status == "sent"  # the late relay changes nothing
 
 
@@ -471,16 +473,16 @@ async def test_an_unknown_kind_is_retried_not_failed(
     clock: FakeClock,
 ) -> None:
     """A newer replica's kind, met by an older one during a rolling upgrade."""
-    async with outbox_db.sessionmaker() as session, session.begin():
+    async with outbox_db.sessionmaker() as db, db.begin():
         row = outbox.add(
-            session,
+            db,
             kind="from_the_future",
             recipient=RECIPIENT,
             context={},
             secret=None,
             now=clock(),
         )
-        await session.flush()
+        await db.flush()
         row_id = row.id
     await relay_for(smtp_settings, outbox_db, clock).run_once()
     stored = await outbox_db.row(row_id)

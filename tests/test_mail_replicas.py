@@ -54,14 +54,13 @@ async def engine_for(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def _enqueue(database_url: str, count: int) -> list[int]:
     async with (
         engine_for(database_url) as engine,
-        create_sessionmaker(engine)() as session,
-        session.begin(),
+        create_sessionmaker(engine)() as db,
+        db.begin(),
     ):
         rows = [
-            mail.enqueue(session, kind=MailKind.TEST, to=f"user{n}@example.com")
-            for n in range(count)
+            mail.enqueue(db, kind=MailKind.TEST, to=f"user{n}@example.com") for n in range(count)
         ]
-        await session.flush()
+        await db.flush()
         return [row.id for row in rows]
 
 

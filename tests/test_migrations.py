@@ -141,10 +141,10 @@ async def _rename(url: str, user_id: int, username: str) -> None:
 
     engine = create_async_engine(url)
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            user = await session.get(User, user_id)
+        async with create_sessionmaker(engine)() as db, db.begin():
+            user = await db.get(User, user_id)
             assert user is not None
-            await apply_changes(session, user, {"username": username})
+            await apply_changes(db, user, {"username": username})
     finally:
         await engine.dispose()
 

@@ -192,8 +192,8 @@ async def test_inactive_user_is_401(
 async def test_deleted_user_is_404(
     client: httpx.AsyncClient, app: FastAPI, alice: dict[str, Any]
 ) -> None:
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        await session.execute(delete(User))
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        await db.execute(delete(User))
     response = await client.post(PROFILE, headers=bearer(alice["token"]))
     assert response.status_code == 404
     assert response.json() == {"detail": "User not found", "code": "user_not_found"}

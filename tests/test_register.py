@@ -30,8 +30,8 @@ PUBLIC_FIELDS = {
 
 
 async def count_users(app: FastAPI) -> int:
-    async with resources_of(app).sessionmaker() as session:
-        return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+    async with resources_of(app).sessionmaker() as db:
+        return int(await db.scalar(select(func.count()).select_from(User)) or 0)
 
 
 async def test_register_returns_the_profile(client: httpx.AsyncClient) -> None:
@@ -62,8 +62,8 @@ async def test_password_is_stored_hashed_with_argon2id(
     client: httpx.AsyncClient, app: FastAPI
 ) -> None:
     await register(client)
-    async with resources_of(app).sessionmaker() as session:
-        stored = await session.scalar(select(User.password))
+    async with resources_of(app).sessionmaker() as db:
+        stored = await db.scalar(select(User.password))
     assert stored is not None
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert PASSWORD not in stored
@@ -256,7 +256,7 @@ async def test_ids_of_deleted_users_are_never_reused(
     """A token verified by another service must never come to mean somebody else."""
     first = await register(client)
     second = await register(client, username="bob", email="bob@example.com")
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        await session.execute(delete(User).where(User.id == second["id"]))
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        await db.execute(delete(User).where(User.id == second["id"]))
     third = await register(client, username="carol", email="carol@example.com")
     assert third["id"] > second["id"] > first["id"]

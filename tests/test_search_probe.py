@@ -80,8 +80,8 @@ async def members(app: FastAPI) -> str:
     """root (staff) plus member0..member59 (member<i>@example.com): every member shares
     the trigrams of 'member' and of 'example'."""
     await add_user(app, username="root", email="root@corp.example.org", is_staff=True)
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        session.add_all(
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        db.add_all(
             User(username=f"member{i}", email=f"member{i}@example.com", password="!")
             for i in range(MEMBERS)
         )
@@ -100,12 +100,10 @@ def expected_usernames(term: str) -> list[str]:
 async def test_search_results_do_not_depend_on_the_probe(
     client: httpx.AsyncClient, app: FastAPI, members: str
 ) -> None:
-    async with resources_of(app).read_sessionmaker() as session:
+    async with resources_of(app).read_sessionmaker() as db:
         # A small table: min_rows lowered so that what every member has counts as common.
-        common = await user_search.common_search_trigrams(session, COMMON_SHARE, min_rows=10)
-        assert await user_search.common_search_trigrams(session, COMMON_SHARE, 1000) == (
-            frozenset()
-        )
+        common = await user_search.common_search_trigrams(db, COMMON_SHARE, min_rows=10)
+        assert await user_search.common_search_trigrams(db, COMMON_SHARE, 1000) == (frozenset())
         if resources_of(app).engine.dialect.name == "postgresql":
             # Sampled from the table: what every member has is common, their numbers not.
             assert {"mem", "emb", "mbe", "ber", "exa", "amp"} <= common
@@ -117,7 +115,7 @@ async def test_search_results_do_not_depend_on_the_probe(
             pages = []
             for fragment in (None, rare_fragment(term, common), term[-3:]):
                 users, total = await user_search.search(
-                    session,
+                    db,
                     text=term,
                     is_active=None,
                     is_staff=None,

@@ -97,8 +97,8 @@ async def test_concurrent_refreshes_have_exactly_one_winner(
     (winner,) = [r.json() for r in responses if r.status_code == 200]
     retry = await client.post(REFRESH, json={"refresh_token": winner["refresh_token"]})
     assert retry.status_code == 401
-    async with resources_of(app).sessionmaker() as session:
-        rows = (await session.scalars(select(AuthSession))).all()
+    async with resources_of(app).sessionmaker() as db:
+        rows = (await db.scalars(select(AuthSession))).all()
     assert len(rows) == 1
     assert rows[0].revoked_at is not None
 
@@ -160,12 +160,12 @@ async def test_inactive_users_refresh_token_is_401(
 async def test_deleted_users_refresh_token_is_401(
     client: httpx.AsyncClient, app: FastAPI, tokens: dict[str, Any]
 ) -> None:
-    async with resources_of(app).sessionmaker() as session, session.begin():
-        await session.execute(delete(User))
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        await db.execute(delete(User))
     response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
     assert response.status_code == 401
-    async with resources_of(app).sessionmaker() as session:
-        assert (await session.scalars(select(AuthSession))).all() == []  # cascade
+    async with resources_of(app).sessionmaker() as db:
+        assert (await db.scalars(select(AuthSession))).all() == []  # cascade
 
 
 def _resign(token: str, **changes: Any) -> str:

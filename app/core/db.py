@@ -1,4 +1,4 @@
-"""Engine, session factories and the per-request unit of work (`committing_session`)."""
+"""Engine, session factories and the per-request unit of work (`committing_db`)."""
 
 from __future__ import annotations
 
@@ -101,23 +101,21 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     )
 
 
-def after_commit(session: AsyncSession, callback: Callback) -> None:
+def after_commit(db: AsyncSession, callback: Callback) -> None:
     """Run ``callback`` once the request's transaction is committed (e.g. delete a replaced
     file: only when the database no longer points to it)."""
-    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+    db.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
-def after_rollback(session: AsyncSession, callback: Callback) -> None:
+def after_rollback(db: AsyncSession, callback: Callback) -> None:
     """Run ``callback`` if the request's transaction is rolled back or its commit fails
     (e.g. delete a file written for a change that was not kept)."""
-    session.info.setdefault(_AFTER_ROLLBACK, []).append(callback)
+    db.info.setdefault(_AFTER_ROLLBACK, []).append(callback)
 
 
-async def _run_callbacks(session: AsyncSession, *, committed: bool) -> None:
-    callbacks: list[Callback] = session.info.pop(
-        _AFTER_COMMIT if committed else _AFTER_ROLLBACK, []
-    )
-    session.info.pop(_AFTER_ROLLBACK if committed else _AFTER_COMMIT, None)
+async def _run_callbacks(db: AsyncSession, *, committed: bool) -> None:
+    callbacks: list[Callback] = db.info.pop(_AFTER_COMMIT if committed else _AFTER_ROLLBACK, [])
+    db.info.pop(_AFTER_ROLLBACK if committed else _AFTER_COMMIT, None)
     for callback in callbacks:
         try:
             await callback()
@@ -127,34 +125,34 @@ async def _run_callbacks(session: AsyncSession, *, committed: bool) -> None:
 
 
 @asynccontextmanager
-async def committing_session(
+async def committing_db(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """One session per request; the only place that commits.
 
-    `app.dependencies.get_session` enters it, with ``Depends(get_session,
+    `app.dependencies.get_db` enters it, with ``Depends(get_db,
     scope="function")`` so the commit runs after the handler returns and before the
     response is sent: a failed commit is an error response, never a 200 for data that was
     not written. Callbacks registered with `after_commit` / `after_rollback` run once the
     outcome is known.
     """
-    async with sessionmaker() as session:
+    async with sessionmaker() as db:
         try:
-            yield session
+            yield db
         except BaseException as exc:
             if isinstance(exc, AppError) and exc.keeps_changes:
-                await _commit(session)
+                await _commit(db)
             else:
-                await session.rollback()
-                await _run_callbacks(session, committed=False)
+                await db.rollback()
+                await _run_callbacks(db, committed=False)
             raise
-        await _commit(session)
+        await _commit(db)
 
 
-async def _commit(session: AsyncSession) -> None:
+async def _commit(db: AsyncSession) -> None:
     try:
-        await session.commit()
+        await db.commit()
     except BaseException:
-        await _run_callbacks(session, committed=False)
+        await _run_callbacks(db, committed=False)
         raise
-    await _run_callbacks(session, committed=True)
+    await _run_callbacks(db, committed=True)

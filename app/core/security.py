@@ -196,7 +196,7 @@ class IssuedToken:
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     user_id: int
-    session_id: uuid.UUID
+    auth_session_id: uuid.UUID
     jti: str
     issued_at: float
 
@@ -277,7 +277,11 @@ class TokenCodec:
                 self.public_jwks.append(public_jwk)
 
     def issue(
-        self, token_type: TokenType, user_id: int, session_id: uuid.UUID, jti: str | None = None
+        self,
+        token_type: TokenType,
+        user_id: int,
+        auth_session_id: uuid.UUID,
+        jti: str | None = None,
     ) -> IssuedToken:
         now = int(time.time())
         ttl = self._ttl[token_type]
@@ -285,7 +289,7 @@ class TokenCodec:
             "iss": self._issuer,
             "aud": self._audience,
             "sub": str(user_id),
-            "sid": session_id.hex,
+            "sid": auth_session_id.hex,
             "iat": now,
             "exp": now + int(ttl.total_seconds()),
             "jti": jti or new_jti(),
@@ -324,10 +328,10 @@ class TokenCodec:
             raise InvalidToken()
         if claims.get("type") != token_type:
             raise InvalidToken()
-        subject, session, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
+        subject, sid, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
         if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise InvalidToken()
-        if not isinstance(session, str) or not _SESSION.fullmatch(session):
+        if not isinstance(sid, str) or not _SESSION.fullmatch(sid):
             raise InvalidToken()
         if not isinstance(jti, str) or not jti:
             raise InvalidToken()
@@ -335,7 +339,7 @@ class TokenCodec:
         if user_id > ID_MAX:
             raise InvalidToken()
         return TokenClaims(
-            user_id=user_id, session_id=uuid.UUID(hex=session), jti=jti, issued_at=claims["iat"]
+            user_id=user_id, auth_session_id=uuid.UUID(hex=sid), jti=jti, issued_at=claims["iat"]
         )
 
     def _registered_claims_hold(self, claims: dict[str, Any]) -> bool:

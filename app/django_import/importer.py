@@ -332,11 +332,11 @@ def _clashes(holders: list[tuple[int, str]]) -> list[RowProblem]:
 
 
 async def _check_duplicates(
-    session: AsyncSession, source: AsyncConnection, table: sa.Table, options: ImportOptions
+    db: AsyncSession, source: AsyncConnection, table: sa.Table, options: ImportOptions
 ) -> tuple[_Checker, list[RowProblem]]:
     checker = _Checker(
-        await user_import.ids_usernames_imported(session),
-        await user_import.identifier_owners(session),
+        await user_import.ids_usernames_imported(db),
+        await user_import.identifier_owners(db),
     )
     statement = sa.select(table.c.id, table.c.username, table.c.email).order_by(table.c.id)
     async for batch in _batches(source, statement, options.batch_size):
@@ -459,7 +459,7 @@ def _merge(values: dict[str, Any], ours: dict[str, Any] | None) -> dict[str, Any
 
 
 async def import_django_users(
-    session: AsyncSession, options: ImportOptions, progress: Progress | None = None
+    db: AsyncSession, options: ImportOptions, progress: Progress | None = None
 ) -> ImportReport:
     """Read the Django users table at ``options.source_url`` and write it into ours through
     ``session`` (never committed here: commit when ``report.commit``)."""
@@ -474,17 +474,17 @@ async def import_django_users(
                 table=table.name, dry_run=options.dry_run, skip_invalid=options.skip_invalid
             )
             say(f"checking {table.name} for duplicates")
-            checker, problems = await _check_duplicates(session, source, table, options)
+            checker, problems = await _check_duplicates(db, source, table, options)
             report.failures.extend(problems)
             failed = {problem.row_id for problem in problems}
             total = len(checker.source_ids)
             say(f"{total} rows; {len(failed)} duplicate(s) so far")
-            highest = await _write(session, source, table, options, report, failed, total, say)
+            highest = await _write(db, source, table, options, report, failed, total, say)
             if report.commit:
                 # Past every source id, skipped rows included (and rows added to the source
                 # between the passes): an account registered here never gets an id that a
                 # later import of a fixed row would claim.
-                await user_import.move_id_counter_past(session, max(checker.max_id, highest))
+                await user_import.move_id_counter_past(db, max(checker.max_id, highest))
     # Named, never quoted: the messages of database errors can hold row values (hashes).
     except IntegrityError as exc:
         raise DjangoImportError(
@@ -506,7 +506,7 @@ async def import_django_users(
 
 
 async def _write(
-    session: AsyncSession,
+    db: AsyncSession,
     source: AsyncConnection,
     table: sa.Table,
     options: ImportOptions,
@@ -523,7 +523,7 @@ async def _write(
         highest = max(highest, batch[-1].id)
         rows = await asyncio.to_thread(_prepare_batch, batch, failed, options, report)
         writing = not options.dry_run and (options.skip_invalid or not failed)
-        ours = await user_import.rows_in_id_range(session, batch[0].id, batch[-1].id)
+        ours = await user_import.rows_in_id_range(db, batch[0].id, batch[-1].id)
         new: list[dict[str, Any]] = []
         changed: list[dict[str, Any]] = []
         for values in rows:
@@ -544,11 +544,11 @@ async def _write(
         report.updated += len(changed)
         if writing:
             # Updates first: a row may release an email that a new row takes.
-            await user_import.update_many(session, changed)
-            await user_import.insert_many(session, new)
-            await user_import.reclaim_identifiers_many(session, [*changed, *new])
+            await user_import.update_many(db, changed)
+            await user_import.insert_many(db, new)
+            await user_import.reclaim_identifiers_many(db, [*changed, *new])
         say(f"{report.read}/{total} rows read")
-    await session.flush()
+    await db.flush()
     return highest
 
 

@@ -212,16 +212,16 @@ class EmailRelay:
         await self._record()
         while not self._stopping:
             now = self.clock()
-            async with self._sessionmaker() as session, session.begin():
+            async with self._sessionmaker() as db, db.begin():
                 batch = await outbox.claim_due(
-                    session, now=now, lease_until=now + LEASE, limit=self._batch_size
+                    db, now=now, lease_until=now + LEASE, limit=self._batch_size
                 )
             if not batch:
                 break
             self._unrecorded += await asyncio.gather(*(self._deliver(email) for email in batch))
             await self._record()
-        async with self._sessionmaker() as session:
-            count, earliest = await outbox.backlog(session)
+        async with self._sessionmaker() as db:
+            count, earliest = await outbox.backlog(db)
         set_email_backlog(count)
         if earliest is None:
             return self._poll_seconds
@@ -258,23 +258,23 @@ class EmailRelay:
             return
         results = self._unrecorded
         events: list[tuple[_Result, EmailOutcome, datetime | None]] = []
-        async with self._sessionmaker() as session, session.begin():
+        async with self._sessionmaker() as db, db.begin():
             for result in results:
-                events.append(await self._apply(session, result))
+                events.append(await self._apply(db, result))
         self._unrecorded = []
         for result, outcome, next_attempt in events:
             record_email(result.email.kind, outcome)
             _log(result, outcome, next_attempt)
 
     async def _apply(
-        self, session: AsyncSession, result: _Result
+        self, db: AsyncSession, result: _Result
     ) -> tuple[_Result, EmailOutcome, datetime | None]:
         email = result.email
         if result.outcome in ("sent", "discarded"):
             status: Literal["sent", "discarded"] = (
                 "sent" if result.outcome == "sent" else "discarded"
             )
-            await outbox.finish(session, email, status=status, now=result.at)
+            await outbox.finish(db, email, status=status, now=result.at)
             return result, status, None
         assert result.error is not None
         next_attempt = (
@@ -286,9 +286,9 @@ class EmailRelay:
             error = result.error
             if result.outcome == "transient":
                 error = f"no success in {self._policy.give_up_after}: {error}"
-            await outbox.finish(session, email, status="failed", now=result.at, error=error)
+            await outbox.finish(db, email, status="failed", now=result.at, error=error)
             return result, "failed", None
-        await outbox.reschedule(session, email, next_attempt_at=next_attempt, error=result.error)
+        await outbox.reschedule(db, email, next_attempt_at=next_attempt, error=result.error)
         return result, "retried", next_attempt
 
 

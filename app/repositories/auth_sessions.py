@@ -13,19 +13,19 @@ from app.models.base import utcnow
 from app.models.user import User
 
 
-async def create(session: AsyncSession, user_id: int, refresh_jti: str) -> AuthSession:
+async def create(db: AsyncSession, user_id: int, refresh_jti: str) -> AuthSession:
     auth_session = AuthSession(user_id=user_id, refresh_jti=refresh_jti)
-    session.add(auth_session)
-    await session.flush()
+    db.add(auth_session)
+    await db.flush()
     return auth_session
 
 
-async def get(session: AsyncSession, session_id: uuid.UUID) -> AuthSession | None:
-    return await session.get(AuthSession, session_id)
+async def get(db: AsyncSession, auth_session_id: uuid.UUID) -> AuthSession | None:
+    return await db.get(AuthSession, auth_session_id)
 
 
 async def rotate(
-    session: AsyncSession, session_id: uuid.UUID, user_id: int, presented_jti: str, new_jti: str
+    db: AsyncSession, auth_session_id: uuid.UUID, user_id: int, presented_jti: str, new_jti: str
 ) -> bool:
     """Swap the family's current refresh token id, only if ``presented_jti`` is still current.
 
@@ -33,10 +33,10 @@ async def rotate(
     matches the row (PostgreSQL re-checks the WHERE after the row lock; SQLite serialises
     writers), so there are never two valid successors.
     """
-    result = await session.execute(
+    result = await db.execute(
         update(AuthSession)
         .where(
-            AuthSession.id == session_id,
+            AuthSession.id == auth_session_id,
             AuthSession.user_id == user_id,
             AuthSession.refresh_jti == presented_jti,
             AuthSession.revoked_at.is_(None),
@@ -48,17 +48,17 @@ async def rotate(
     return result.rowcount == 1
 
 
-async def revoke(session: AsyncSession, session_id: uuid.UUID) -> None:
-    await session.execute(
+async def revoke(db: AsyncSession, auth_session_id: uuid.UUID) -> None:
+    await db.execute(
         update(AuthSession)
-        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .where(AuthSession.id == auth_session_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
 
-async def revoke_all_for_user(session: AsyncSession, user_id: int) -> None:
-    await session.execute(
+async def revoke_all_for_user(db: AsyncSession, user_id: int) -> None:
+    await db.execute(
         update(AuthSession)
         .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
@@ -68,7 +68,7 @@ async def revoke_all_for_user(session: AsyncSession, user_id: int) -> None:
 
 # Built once: per request only the parameters change, and SQLAlchemy's compiled cache
 # serves the SQL string.
-_USER_WITH_SESSION_STATE = select(
+_USER_WITH_AUTH_SESSION_STATE = select(
     User,
     select(AuthSession.id)
     .where(
@@ -80,12 +80,12 @@ _USER_WITH_SESSION_STATE = select(
 ).where(User.id == bindparam("user_id", type_=User.id.type))
 
 
-async def get_user_with_session_state(
-    session: AsyncSession, user_id: int, session_id: uuid.UUID
+async def get_user_with_auth_session_state(
+    db: AsyncSession, user_id: int, auth_session_id: uuid.UUID
 ) -> tuple[User | None, bool]:
     """The user and whether ``session_id`` is a live session of theirs, in one query."""
-    result = await session.execute(
-        _USER_WITH_SESSION_STATE, {"user_id": user_id, "session_id": session_id}
+    result = await db.execute(
+        _USER_WITH_AUTH_SESSION_STATE, {"user_id": user_id, "session_id": auth_session_id}
     )
     row = result.first()
     if row is None:

@@ -28,7 +28,7 @@ from app.models.user import SNAPSHOT_FIELDS, UserSnapshot
 
 # The snapshot's fields in its order (UserSnapshot(*row)); never the password hash.
 _COLUMNS = ", ".join(f"users.{name}" for name in SNAPSHOT_FIELDS)
-_USER_WITH_SESSION_STATE = f"""
+_USER_WITH_AUTH_SESSION_STATE = f"""
 SELECT {_COLUMNS},
        EXISTS (
            SELECT 1 FROM auth_sessions
@@ -137,10 +137,12 @@ class LiveUserReader:
     async def close(self) -> None:
         await self._connections.close()
 
-    async def user_with_session_state(
-        self, user_id: int, session_id: uuid.UUID
+    async def user_with_auth_session_state(
+        self, user_id: int, auth_session_id: uuid.UUID
     ) -> tuple[UserSnapshot | None, bool]:
-        row = await self._connections.fetchrow(_USER_WITH_SESSION_STATE, user_id, session_id)
+        row = await self._connections.fetchrow(
+            _USER_WITH_AUTH_SESSION_STATE, user_id, auth_session_id
+        )
         if row is None:
             return None, False
         return UserSnapshot(*row[:-1]), bool(row[-1])

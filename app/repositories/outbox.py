@@ -30,7 +30,7 @@ class ClaimedEmail:
 
 
 def add(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     kind: str,
     recipient: str,
@@ -49,12 +49,12 @@ def add(
         next_attempt_at=now,
         created_at=now,
     )
-    session.add(row)
+    db.add(row)
     return row
 
 
 async def claim_due(
-    session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
+    db: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[ClaimedEmail]:
     """Take up to ``limit`` pending rows due at ``now``: count the attempt and move their
     ``next_attempt_at`` to ``lease_until``, so no relay takes them again before then.
@@ -77,7 +77,7 @@ async def claim_due(
         .cte("due")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    result = await session.execute(
+    result = await db.execute(
         update(OutboxEmail)
         .where(
             OutboxEmail.id.in_(select(due.c.id)),
@@ -112,7 +112,7 @@ async def claim_due(
 
 
 async def finish(
-    session: AsyncSession,
+    db: AsyncSession,
     email: ClaimedEmail,
     *,
     status: OutboxStatus,
@@ -126,22 +126,20 @@ async def finish(
         values["sent_at"] = now
     if error is not None:
         values["last_error"] = error[:ERROR_MAX]
-    return await _update_claimed(session, email, values)
+    return await _update_claimed(db, email, values)
 
 
 async def reschedule(
-    session: AsyncSession, email: ClaimedEmail, *, next_attempt_at: datetime, error: str
+    db: AsyncSession, email: ClaimedEmail, *, next_attempt_at: datetime, error: str
 ) -> bool:
     """Leave a claimed row pending, due again at ``next_attempt_at``."""
     return await _update_claimed(
-        session, email, {"next_attempt_at": next_attempt_at, "last_error": error[:ERROR_MAX]}
+        db, email, {"next_attempt_at": next_attempt_at, "last_error": error[:ERROR_MAX]}
     )
 
 
-async def _update_claimed(
-    session: AsyncSession, email: ClaimedEmail, values: dict[str, Any]
-) -> bool:
-    result = await session.execute(
+async def _update_claimed(db: AsyncSession, email: ClaimedEmail, values: dict[str, Any]) -> bool:
+    result = await db.execute(
         update(OutboxEmail)
         .where(
             OutboxEmail.id == email.id,
@@ -155,10 +153,10 @@ async def _update_claimed(
     return result.rowcount == 1
 
 
-async def backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+async def backlog(db: AsyncSession) -> tuple[int, datetime | None]:
     """How many rows are pending, and when the earliest of them is due."""
     row = (
-        await session.execute(
+        await db.execute(
             select(func.count(), func.min(OutboxEmail.next_attempt_at)).where(
                 OutboxEmail.status == "pending"
             )

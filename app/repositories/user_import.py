@@ -18,31 +18,31 @@ from app.models.user import User
 _USERS = cast(Table, User.__table__)
 
 
-async def ids_usernames_imported(session: AsyncSession) -> list[tuple[int, str, bool]]:
-    result = await session.execute(select(User.id, User.username, User.imported))
+async def ids_usernames_imported(db: AsyncSession) -> list[tuple[int, str, bool]]:
+    result = await db.execute(select(User.id, User.username, User.imported))
     return [(row.id, row.username, row.imported) for row in result]
 
 
-async def identifier_owners(session: AsyncSession) -> dict[str, int]:
+async def identifier_owners(db: AsyncSession) -> dict[str, int]:
     """Every claimed login identifier (digest) and the id of the account holding it."""
-    result = await session.execute(select(LoginIdentifier.identifier, LoginIdentifier.user_id))
+    result = await db.execute(select(LoginIdentifier.identifier, LoginIdentifier.user_id))
     return {row.identifier: row.user_id for row in result}
 
 
-async def rows_in_id_range(session: AsyncSession, low: int, high: int) -> dict[int, dict[str, Any]]:
+async def rows_in_id_range(db: AsyncSession, low: int, high: int) -> dict[int, dict[str, Any]]:
     """Column values (not ORM objects) of the users with ``low <= id <= high``, by id."""
     table = _USERS
-    result = await session.execute(select(*table.c).where(table.c.id.between(low, high)))
+    result = await db.execute(select(*table.c).where(table.c.id.between(low, high)))
     return {row.id: dict(row._mapping) for row in result}
 
 
-async def insert_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+async def insert_many(db: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """One Core executemany (the ORM's bulk insert runs a statement per few rows on SQLite)."""
     if rows:
-        await session.execute(insert(_USERS), list(rows))
+        await db.execute(insert(_USERS), list(rows))
 
 
-async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+async def update_many(db: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Update by primary key (each mapping holds ``id`` and the same other columns), as one
     executemany."""
     if not rows:
@@ -54,22 +54,20 @@ async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) 
         .where(table.c.id == bindparam("key_id", type_=table.c.id.type))
         .values({c.name: bindparam(f"new_{c.name}", type_=c.type) for c in columns})
     )
-    await session.execute(
+    await db.execute(
         statement,
         [{f"new_{k}" if k != "id" else "key_id": v for k, v in row.items()} for row in rows],
     )
 
 
-async def reclaim_identifiers_many(
-    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
-) -> None:
+async def reclaim_identifiers_many(db: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """`claim_identifiers` for many users at once (``id``, ``username``, ``email`` each): their
     claims are replaced; a clash raises IntegrityError (the import checks for them first)."""
     if not rows:
         return
     ids = [row["id"] for row in rows]
-    await session.execute(sa_delete(LoginIdentifier).where(LoginIdentifier.user_id.in_(ids)))
-    await session.execute(
+    await db.execute(sa_delete(LoginIdentifier).where(LoginIdentifier.user_id.in_(ids)))
+    await db.execute(
         insert(LoginIdentifier),
         [
             {"identifier": digest, "user_id": row["id"]}
@@ -79,18 +77,18 @@ async def reclaim_identifiers_many(
     )
 
 
-async def move_id_counter_past(session: AsyncSession, floor: int) -> None:
+async def move_id_counter_past(db: AsyncSession, floor: int) -> None:
     """The next generated id is above ``floor``, above every id in the table and above every
     id already handed out (never moved back: a deleted user's id is never reused)."""
-    if session.get_bind().dialect.name == "postgresql":
-        sequence = await session.scalar(text("SELECT pg_get_serial_sequence('users', 'id')"))
+    if db.get_bind().dialect.name == "postgresql":
+        sequence = await db.scalar(text("SELECT pg_get_serial_sequence('users', 'id')"))
         # The sequence's next value: last_value, or the one after it once it was handed out
         # (pg_sequence_last_value() is NULL after setval(..., false): not enough here).
         handed_out = (
             f"(SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END "  # noqa: S608
             f"FROM {sequence})"  # the database's own quoted name
         )
-        await session.execute(
+        await db.execute(
             text(
                 f"SELECT setval(:sequence, GREATEST(:floor, "  # noqa: S608
                 f"(SELECT COALESCE(MAX(id), 0) FROM users), {handed_out}) + 1, false)"
@@ -99,13 +97,13 @@ async def move_id_counter_past(session: AsyncSession, floor: int) -> None:
         )
         return
     # SQLite's AUTOINCREMENT hands out max(sqlite_sequence.seq, MAX(rowid)) + 1.
-    result = await session.execute(
+    result = await db.execute(
         text("UPDATE sqlite_sequence SET seq = MAX(seq, :floor) WHERE name = 'users'"),
         {"floor": floor},
     )
     assert isinstance(result, CursorResult)
     if result.rowcount == 0:
-        await session.execute(
+        await db.execute(
             text("INSERT INTO sqlite_sequence (name, seq) VALUES ('users', :floor)"),
             {"floor": floor},
         )

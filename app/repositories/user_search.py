@@ -53,19 +53,15 @@ def _like_pattern(text: str) -> str:
 TRIGRAM_SAMPLE_ROWS = 5_000
 
 
-async def common_search_trigrams(
-    session: AsyncSession, share: float, min_rows: int
-) -> frozenset[str]:
+async def common_search_trigrams(db: AsyncSession, share: float, min_rows: int) -> frozenset[str]:
     """PostgreSQL: the trigrams (pg_trgm's) of at least ``share`` of the search documents,
     and of at least ``min_rows`` of them, estimated from a sample. Elsewhere, none."""
-    if session.get_bind().dialect.name != "postgresql":
+    if db.get_bind().dialect.name != "postgresql":
         return frozenset()
-    estimate = await session.scalar(
-        text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass")
-    )
+    estimate = await db.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass"))
     table_rows = max(float(estimate or 0), 1.0)  # -1 before the first ANALYZE
     percent = min(100.0, max(0.01, 100.0 * TRIGRAM_SAMPLE_ROWS / table_rows))
-    rows = await session.execute(
+    rows = await db.execute(
         text(
             f"""
             WITH sample AS MATERIALIZED (
@@ -89,7 +85,7 @@ async def common_search_trigrams(
 
 
 async def search(
-    session: AsyncSession,
+    db: AsyncSession,
     *,
     text: str | None,
     is_active: bool | None,
@@ -109,7 +105,7 @@ async def search(
     see app/services/search_probe.py; the matches are the same.
     """
     conditions: list[ColumnElement[bool]] = []
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = db.get_bind().dialect.name == "postgresql"
     if text:
         # literal_execute: the pattern is rendered into the statement, so PostgreSQL plans
         # each search with its real pattern (a generic plan of a prepared statement would
@@ -147,14 +143,14 @@ async def search(
     id_order = User.id.desc() if ordering.startswith("-") else User.id.asc()
     page = select(User).order_by(order, id_order).limit(limit).offset(offset)
     if postgresql:
-        return await _search_capped(session, conditions, page)
-    total = await session.scalar(select(func.count()).select_from(User).where(*conditions))
-    rows = await session.scalars(page.where(*conditions))
+        return await _search_capped(db, conditions, page)
+    total = await db.scalar(select(func.count()).select_from(User).where(*conditions))
+    rows = await db.scalars(page.where(*conditions))
     return rows.all(), int(total or 0)
 
 
 async def _search_capped(
-    session: AsyncSession, conditions: list[ColumnElement[bool]], page: Select[User]
+    db: AsyncSession, conditions: list[ColumnElement[bool]], page: Select[User]
 ) -> tuple[Sequence[User], int]:
     """The ids of up to TOTAL_CAP + 1 matches, in no order (the trigram index for a rare
     term, a sequential scan that stops early for a common one); when that is all of them,
@@ -163,13 +159,13 @@ async def _search_capped(
 
     A plain ``count(*)`` and ``ORDER BY id LIMIT`` take seconds at a million users: the
     count visits every match, and the planner walks the primary key for a rare term."""
-    ids = list(await session.scalars(select(User.id).where(*conditions).limit(TOTAL_CAP + 1)))
+    ids = list(await db.scalars(select(User.id).where(*conditions).limit(TOTAL_CAP + 1)))
     if len(ids) <= TOTAL_CAP:
         if not ids:
             return [], 0
-        rows = await session.scalars(
+        rows = await db.scalars(
             page.where(User.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger()))))
         )
         return rows.all(), len(ids)
-    rows = await session.scalars(page.where(*conditions))
+    rows = await db.scalars(page.where(*conditions))
     return rows.all(), TOTAL_CAP + 1

@@ -26,17 +26,17 @@ from app.models.login_identifier import LoginIdentifier
 from app.models.user import User
 
 
-async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
-    return await session.get(User, user_id)
+async def get_by_id(db: AsyncSession, user_id: int) -> User | None:
+    return await db.get(User, user_id)
 
 
-async def get_by_login(session: AsyncSession, identifier: str) -> User | None:
+async def get_by_login(db: AsyncSession, identifier: str) -> User | None:
     """The user whose username (NFKC, as Django's login form) or email (normalised) is
     ``identifier``. An identifier that names two accounts (a username equal to another
     account's email: only rows from before migration 0005 can be so) names none."""
     username = normalize_username(identifier)
     email = normalize_email(identifier)
-    rows = await session.scalars(
+    rows = await db.scalars(
         select(User).where(or_(User.username == username, User.email == email)).limit(2)
     )
     candidates = list(rows)
@@ -44,7 +44,7 @@ async def get_by_login(session: AsyncSession, identifier: str) -> User | None:
 
 
 async def check_identifiers_free(
-    session: AsyncSession,
+    db: AsyncSession,
     username: str,
     email: str,
     exclude_id: int | None = None,
@@ -63,24 +63,24 @@ async def check_identifiers_free(
     if exclude_id is not None:
         same_username = same_username.where(User.id != exclude_id)
         held = held.where(LoginIdentifier.user_id != exclude_id)
-    if "username" in changed and await session.scalar(same_username.limit(1)) is not None:
+    if "username" in changed and await db.scalar(same_username.limit(1)) is not None:
         raise UsernameTaken()
-    taken = {claims[digest] for digest in await session.scalars(held)}
+    taken = {claims[digest] for digest in await db.scalars(held)}
     if taken:
         raise UsernameTaken() if "username" in taken else EmailTaken()
 
 
-async def add(session: AsyncSession, user: User) -> User:
+async def add(db: AsyncSession, user: User) -> User:
     """Insert with its login identifiers; a unique-constraint race becomes UsernameTaken
     or EmailTaken."""
-    session.add(user)
-    await save(session)
-    await _insert_claims(session, user.id, claimed_identifiers(user.username, user.email))
+    db.add(user)
+    await save(db)
+    await _insert_claims(db, user.id, claimed_identifiers(user.username, user.email))
     return user
 
 
 async def claim_identifiers(
-    session: AsyncSession, user: User, changed: Collection[str] = ("username", "email")
+    db: AsyncSession, user: User, changed: Collection[str] = ("username", "email")
 ) -> None:
     """Make the user's rows in ``login_identifiers`` those of their username and email:
     stale ones are released, the ``changed`` fields' new ones claimed (the username's
@@ -89,48 +89,44 @@ async def claim_identifiers(
     migration 0005 may lack a claim that another account holds.)"""
     claims = claimed_identifiers(user.username, user.email)
     current = set(
-        await session.scalars(
+        await db.scalars(
             select(LoginIdentifier.identifier).where(LoginIdentifier.user_id == user.id)
         )
     )
     stale = current - claims.keys()
     if stale:
-        await session.execute(
-            sa_delete(LoginIdentifier).where(LoginIdentifier.identifier.in_(stale))
-        )
+        await db.execute(sa_delete(LoginIdentifier).where(LoginIdentifier.identifier.in_(stale)))
     new = {
         digest: field
         for digest, field in claimed_identifiers(user.username, user.email, changed).items()
         if digest not in current
     }
-    await _insert_claims(session, user.id, new)
+    await _insert_claims(db, user.id, new)
 
 
-async def _insert_claims(session: AsyncSession, user_id: int, claims: dict[str, str]) -> None:
+async def _insert_claims(db: AsyncSession, user_id: int, claims: dict[str, str]) -> None:
     """One statement per claim, in order: a clash tells which field it was."""
     for digest, field in claims.items():
         try:
-            await session.execute(
-                insert(LoginIdentifier).values(identifier=digest, user_id=user_id)
-            )
+            await db.execute(insert(LoginIdentifier).values(identifier=digest, user_id=user_id))
         except IntegrityError:
             raise UsernameTaken() if field == "username" else EmailTaken() from None
 
 
-async def save(session: AsyncSession) -> None:
+async def save(db: AsyncSession) -> None:
     """Flush pending changes; a unique-constraint race becomes UsernameTaken or EmailTaken,
     and an UPDATE that finds the row gone (deleted by a request that committed after we
     loaded it) UserNotFound, as if the delete had come first."""
     try:
-        await session.flush()
+        await db.flush()
     except IntegrityError as exc:
         raise _conflict_error(exc) from None
     except StaleDataError:
         raise UserNotFound() from None
 
 
-async def set_tokens_valid_after(session: AsyncSession, user_id: int, moment: datetime) -> None:
-    await session.execute(
+async def set_tokens_valid_after(db: AsyncSession, user_id: int, moment: datetime) -> None:
+    await db.execute(
         update(User)
         .where(User.id == user_id)
         .values(tokens_valid_after=moment)
@@ -138,18 +134,18 @@ async def set_tokens_valid_after(session: AsyncSession, user_id: int, moment: da
     )
 
 
-async def delete(session: AsyncSession, user: User) -> None:
+async def delete(db: AsyncSession, user: User) -> None:
     """Delete the row; 404 when a concurrent request deleted it first."""
-    result = await session.execute(
+    result = await db.execute(
         sa_delete(User).where(User.id == user.id).execution_options(synchronize_session=False)
     )
     assert isinstance(result, CursorResult)
     if result.rowcount != 1:
         raise UserNotFound()
-    session.expunge(user)
+    db.expunge(user)
 
 
-async def lock_avatar(session: AsyncSession, user: User) -> str | None:
+async def lock_avatar(db: AsyncSession, user: User) -> str | None:
     """Re-read the user's avatar with the row locked, so that of two uploads at once each
     sees the file the other replaced and no file is left behind unreferenced.
 
@@ -157,20 +153,20 @@ async def lock_avatar(session: AsyncSession, user: User) -> str | None:
     transaction at the first write: a no-op UPDATE takes the database's write lock first,
     so the read sees the latest committed avatar and nobody changes it before we commit.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        await session.execute(
+    if db.get_bind().dialect.name == "sqlite":
+        await db.execute(
             update(User).where(User.id == user.id).values(avatar=User.avatar),
             execution_options={"synchronize_session": False},
         )
-    await session.refresh(user, ["avatar"], with_for_update=True)
+    await db.refresh(user, ["avatar"], with_for_update=True)
     return user.avatar
 
 
-async def lock_active_superusers(session: AsyncSession) -> None:
+async def lock_active_superusers(db: AsyncSession) -> None:
     """Lock the active superusers' rows (PostgreSQL; in id order, so no deadlock) and reload
     them: two requests demoting the last two superusers then run one after the other.
     SQLite serialises writers, and the count taken after the write settles it there."""
-    await session.scalars(
+    await db.scalars(
         select(User)
         .where(*_ACTIVE_SUPERUSER)
         .order_by(User.id)
@@ -179,8 +175,8 @@ async def lock_active_superusers(session: AsyncSession) -> None:
     )
 
 
-async def count_active_superusers(session: AsyncSession) -> int:
-    count = await session.scalar(select(func.count()).select_from(User).where(*_ACTIVE_SUPERUSER))
+async def count_active_superusers(db: AsyncSession) -> int:
+    count = await db.scalar(select(func.count()).select_from(User).where(*_ACTIVE_SUPERUSER))
     return int(count or 0)
 
 

@@ -78,10 +78,10 @@ _404 = "No user has this id, or the token's user no longer exists."
 async def list_users(
     query: Annotated[UserListQuery, Query()],
     _staff: ReadStaffUser,
-    session: ReadSessionDep,
+    db: ReadSessionDep,
     trigram_stats: TrigramStatsDep,
 ) -> UserPage:
-    users, total = await admin.list_users(session, query, trigram_stats)
+    users, total = await admin.list_users(db, query, trigram_stats)
     return UserPage(
         items=[UserRead.model_validate(user) for user in users],
         total=total,
@@ -98,8 +98,8 @@ async def list_users(
     ),
     summary="Get a user (staff)",
 )
-async def get_user(user_id: UserId, _staff: ReadStaffUser, session: ReadSessionDep) -> UserRead:
-    return UserRead.model_validate(await admin.get_user(session, user_id))
+async def get_user(user_id: UserId, _staff: ReadStaffUser, db: ReadSessionDep) -> UserRead:
+    return UserRead.model_validate(await admin.get_user(db, user_id))
 
 
 @router.patch(
@@ -124,9 +124,9 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, session: ReadSessionD
     "`is_superuser`. A deactivated user's tokens stop working at once.",
 )
 async def update_user(
-    user_id: UserId, data: AdminUserUpdate, _superuser: SuperUser, session: SessionDep
+    user_id: UserId, data: AdminUserUpdate, _superuser: SuperUser, db: SessionDep
 ) -> UserRead:
-    return UserRead.model_validate(await admin.update_user(session, user_id, data))
+    return UserRead.model_validate(await admin.update_user(db, user_id, data))
 
 
 @router.delete(
@@ -146,6 +146,6 @@ async def update_user(
     summary="Delete a user (superuser)",
 )
 async def delete_user(
-    user_id: UserId, _superuser: SuperUser, session: SessionDep, storage: MediaStorageDep
+    user_id: UserId, _superuser: SuperUser, db: SessionDep, storage: MediaStorageDep
 ) -> None:
-    await admin.delete_user(session, storage, user_id)
+    await admin.delete_user(db, storage, user_id)

@@ -43,8 +43,8 @@ from app.schemas.auth import (
 )
 from app.schemas.user import UserRead
 from app.services import auth as auth_service
-from app.services import sessions
-from app.services.sessions import TokenPair
+from app.services import auth_sessions
+from app.services.auth_sessions import TokenPair
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
@@ -71,12 +71,12 @@ def _token_response(pair: TokenPair) -> Token:
 )
 async def register(
     data: RegisterRequest,
-    session: SessionDep,
+    db: SessionDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
 ) -> UserRead:
-    user = await auth_service.sign_up(session, hasher, throttle, data, client_address)
+    user = await auth_service.sign_up(db, hasher, throttle, data, client_address)
     return UserRead.model_validate(user)
 
 
@@ -124,14 +124,14 @@ LOGIN_REQUEST_BODY = {
 )
 async def login(
     credentials: Annotated[LoginRequest, Depends(read_login_credentials)],
-    session: SessionDep,
+    db: SessionDep,
     hasher: PasswordHasherDep,
     codec: TokenCodecDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
 ) -> Token:
     pair = await auth_service.login(
-        session,
+        db,
         hasher,
         codec,
         throttle,
@@ -157,8 +157,8 @@ async def login(
     description="Returns a new access token and a new refresh token; the one sent is spent. "
     "Sending a spent refresh token again revokes the whole session (401).",
 )
-async def refresh_token(data: RefreshRequest, session: SessionDep, codec: TokenCodecDep) -> Token:
-    return _token_response(await sessions.refresh(session, codec, data.refresh_token))
+async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecDep) -> Token:
+    return _token_response(await auth_sessions.refresh(db, codec, data.refresh_token))
 
 
 @router.post(
@@ -168,8 +168,8 @@ async def refresh_token(data: RefreshRequest, session: SessionDep, codec: TokenC
     summary="End the session of a refresh token",
     description="Its access tokens stop working at once. Idempotent.",
 )
-async def logout(data: LogoutRequest, session: SessionDep, codec: TokenCodecDep) -> Response:
-    await sessions.logout(session, codec, data.refresh_token)
+async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> Response:
+    await auth_sessions.logout(db, codec, data.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -179,6 +179,6 @@ async def logout(data: LogoutRequest, session: SessionDep, codec: TokenCodecDep)
     responses=error_responses(SIGNED_IN_ERRORS),
     summary="End every session of the signed-in user",
 )
-async def logout_all(user: CurrentUser, session: SessionDep) -> Response:
-    await sessions.revoke_all(session, user.id)
+async def logout_all(user: CurrentUser, db: SessionDep) -> Response:
+    await auth_sessions.revoke_all(db, user.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -48,7 +48,7 @@ ErrorKinds = type[AppError] | Iterable[type[AppError]]
 # unreachable or too slow (`app.core.http_errors`, `app.core.db_errors`).
 DATABASE_ERRORS: tuple[type[AppError], ...] = (ServiceUnavailable,)
 # The bearer-token user (`CurrentUser`, `ReadCurrentUser`, and through `OwnTokenUser` the
-# staff and superuser dependencies): `app.dependencies`, `services.sessions`.
+# staff and superuser dependencies): `app.dependencies`, `services.auth_sessions`.
 SIGNED_IN_ERRORS: tuple[type[AppError], ...] = (
     NotAuthenticated,
     InvalidToken,

@@ -88,11 +88,11 @@ async def get_profile(user: ReadCurrentUser) -> UserSnapshot:
 async def update_profile(
     data: ProfileUpdate,
     user: CurrentUser,
-    session: SessionDep,
+    db: SessionDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
 ) -> UserRead:
-    updated = await account.update_profile(session, hasher, throttle, user, data)
+    updated = await account.update_profile(db, hasher, throttle, user, data)
     return UserRead.model_validate(updated)
 
 
@@ -119,13 +119,13 @@ async def update_profile(
 async def upload_avatar(
     file: Annotated[UploadFile, File(description="PNG, JPEG or WebP image.")],
     user: CurrentUser,
-    session: SessionDep,
+    db: SessionDep,
     storage: MediaStorageDep,
     images: ImageProcessorDep,
 ) -> UserRead:
     # Never more than the limit plus one byte: enough to tell that the file is too large.
     data = await file.read(images.max_bytes + 1)
-    user = await account.set_avatar(session, storage, images, user, data)
+    user = await account.set_avatar(db, storage, images, user, data)
     return UserRead.model_validate(user)
 
 
@@ -136,10 +136,8 @@ async def upload_avatar(
     summary="Remove the avatar",
     description="The avatar file is deleted and `avatar` becomes null (also when there was none).",
 )
-async def delete_avatar(
-    user: CurrentUser, session: SessionDep, storage: MediaStorageDep
-) -> UserRead:
-    return UserRead.model_validate(await account.delete_avatar(session, storage, user))
+async def delete_avatar(user: CurrentUser, db: SessionDep, storage: MediaStorageDep) -> UserRead:
+    return UserRead.model_validate(await account.delete_avatar(db, storage, user))
 
 
 @router.post(
@@ -163,11 +161,11 @@ async def delete_avatar(
 async def change_password(
     data: PasswordChange,
     user: CurrentUser,
-    session: SessionDep,
+    db: SessionDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
 ) -> None:
-    await account.change_password(session, hasher, throttle, user, data)
+    await account.change_password(db, hasher, throttle, user, data)
 
 
 @router.delete(
@@ -191,9 +189,9 @@ async def change_password(
 async def delete_account(
     data: AccountDelete,
     user: CurrentUser,
-    session: SessionDep,
+    db: SessionDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     storage: MediaStorageDep,
 ) -> None:
-    await account.delete_account(session, hasher, throttle, storage, user, data.current_password)
+    await account.delete_account(db, hasher, throttle, storage, user, data.current_password)

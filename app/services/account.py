@@ -30,7 +30,7 @@ from app.core.storage import MediaStorage
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.user import PasswordChange, ProfileUpdate
-from app.services import sessions
+from app.services import auth_sessions
 from app.services.throttle import Throttle, account_key
 
 AVATAR_DIRECTORY = "avatars"
@@ -58,7 +58,7 @@ async def verify_current_password(
 
 
 async def update_profile(
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     throttle: Throttle,
     user: User,
@@ -69,18 +69,18 @@ async def update_profile(
     changes = _changed(user, data.model_dump(exclude_unset=True, exclude={"current_password"}))
     if data.current_password is not None or any(field in changes for field in CREDENTIAL_FIELDS):
         await verify_current_password(hasher, throttle, user, data.current_password)
-    await apply_changes(session, user, changes)
+    await apply_changes(db, user, changes)
     return user
 
 
-async def apply_changes(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:
+async def apply_changes(db: AsyncSession, user: User, changes: dict[str, Any]) -> None:
     """Set validated fields; a taken username or email (or one that is another account's
     login identifier) is a 409, decided by the unique constraints when two requests race
     (the check first gives the common case its answer)."""
     identifiers_change = "username" in changes or "email" in changes
     if identifiers_change:
         await users_repo.check_identifiers_free(
-            session,
+            db,
             changes.get("username", user.username),
             changes.get("email", user.email),
             exclude_id=user.id,
@@ -88,13 +88,13 @@ async def apply_changes(session: AsyncSession, user: User, changes: dict[str, An
         )
     for field, value in changes.items():
         setattr(user, field, value)
-    await users_repo.save(session)
+    await users_repo.save(db)
     if identifiers_change:
-        await users_repo.claim_identifiers(session, user, changes.keys())
+        await users_repo.claim_identifiers(db, user, changes.keys())
 
 
 async def change_password(
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     throttle: Throttle,
     user: User,
@@ -113,12 +113,12 @@ async def change_password(
     if problems:
         raise PasswordRejected(problems, field="new_password")
     user.password = await hasher.hash(data.new_password)
-    await users_repo.save(session)
-    await sessions.revoke_all(session, user.id)
+    await users_repo.save(db)
+    await auth_sessions.revoke_all(db, user.id)
 
 
 async def delete_account(
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     throttle: Throttle,
     storage: MediaStorage,
@@ -127,32 +127,32 @@ async def delete_account(
 ) -> None:
     """The user deletes themselves: their username and email become free again."""
     await verify_current_password(hasher, throttle, user, current_password)
-    await remove_user(session, storage, user)
+    await remove_user(db, storage, user)
 
 
-async def remove_user(session: AsyncSession, storage: MediaStorage, user: User) -> None:
+async def remove_user(db: AsyncSession, storage: MediaStorage, user: User) -> None:
     """Delete the row (never the last active superuser), then, once committed, the avatar.
     The user's sessions go with the row (ON DELETE CASCADE)."""
     guarded = user.is_active and user.is_superuser
     if guarded:
-        await users_repo.lock_active_superusers(session)
+        await users_repo.lock_active_superusers(db)
     avatar = user.avatar
-    await users_repo.delete(session, user)
+    await users_repo.delete(db, user)
     if guarded:
-        await ensure_a_superuser_remains(session)
+        await ensure_a_superuser_remains(db)
     if avatar:
-        after_commit(session, partial(storage.delete, avatar))
+        after_commit(db, partial(storage.delete, avatar))
 
 
-async def ensure_a_superuser_remains(session: AsyncSession) -> None:
+async def ensure_a_superuser_remains(db: AsyncSession) -> None:
     """Called after the change is flushed (with the superusers locked beforehand): the count
     then includes this transaction's change and, on PostgreSQL, every committed one."""
-    if await users_repo.count_active_superusers(session) == 0:
+    if await users_repo.count_active_superusers(db) == 0:
         raise LastSuperuser()
 
 
 async def set_avatar(
-    session: AsyncSession,
+    db: AsyncSession,
     storage: MediaStorage,
     images: ImageProcessor,
     user: User,
@@ -164,22 +164,22 @@ async def set_avatar(
         raise FileTooLarge(images.max_bytes)
     image = await images.avatar(data)
     name = f"{AVATAR_DIRECTORY}/{secrets.token_hex(16)}.{image.extension}"
-    after_rollback(session, partial(storage.delete, name))
+    after_rollback(db, partial(storage.delete, name))
     await storage.save(name, image.data)
-    previous = await users_repo.lock_avatar(session, user)
+    previous = await users_repo.lock_avatar(db, user)
     user.avatar = name
-    await users_repo.save(session)
+    await users_repo.save(db)
     if previous:
-        after_commit(session, partial(storage.delete, previous))
+        after_commit(db, partial(storage.delete, previous))
     return user
 
 
-async def delete_avatar(session: AsyncSession, storage: MediaStorage, user: User) -> User:
-    previous = await users_repo.lock_avatar(session, user)
+async def delete_avatar(db: AsyncSession, storage: MediaStorage, user: User) -> User:
+    previous = await users_repo.lock_avatar(db, user)
     if previous is not None:
         user.avatar = None
-        await users_repo.save(session)
-        after_commit(session, partial(storage.delete, previous))
+        await users_repo.save(db)
+        after_commit(db, partial(storage.delete, previous))
     return user
 
 

@@ -13,7 +13,7 @@ from app.models.user import User
 from app.repositories import user_search
 from app.repositories import users as users_repo
 from app.schemas.user import AdminUserUpdate, UserListQuery
-from app.services import sessions
+from app.services import auth_sessions
 from app.services.account import apply_changes, ensure_a_superuser_remains, remove_user
 from app.services.search_probe import (
     COMMON_MIN_ROWS,
@@ -24,16 +24,16 @@ from app.services.search_probe import (
 
 
 async def list_users(
-    session: AsyncSession, query: UserListQuery, trigram_stats: TrigramStats
+    db: AsyncSession, query: UserListQuery, trigram_stats: TrigramStats
 ) -> tuple[Sequence[User], int]:
     fragment = None
     if query.search:
         common = await trigram_stats.common(
-            partial(user_search.common_search_trigrams, session, COMMON_SHARE, COMMON_MIN_ROWS)
+            partial(user_search.common_search_trigrams, db, COMMON_SHARE, COMMON_MIN_ROWS)
         )
         fragment = rare_fragment(query.search, common)
     return await user_search.search(
-        session,
+        db,
         text=query.search,
         is_active=query.is_active,
         is_staff=query.is_staff,
@@ -44,20 +44,20 @@ async def list_users(
     )
 
 
-async def get_user(session: AsyncSession, user_id: int) -> User:
-    user = await users_repo.get_by_id(session, user_id)
+async def get_user(db: AsyncSession, user_id: int) -> User:
+    user = await users_repo.get_by_id(db, user_id)
     if user is None:
         raise UserNotFound()
     return user
 
 
-async def update_user(session: AsyncSession, user_id: int, data: AdminUserUpdate) -> User:
+async def update_user(db: AsyncSession, user_id: int, data: AdminUserUpdate) -> User:
     """Profile fields and flags. Deactivating or demoting the last active superuser is a 409.
 
     Deactivation takes effect at once (the current-user dependency loads the user on every
     request) and ends every session, so reactivating does not revive old tokens.
     """
-    user = await get_user(session, user_id)
+    user = await get_user(db, user_id)
     changes = {
         field: value
         for field, value in data.model_dump(exclude_unset=True).items()
@@ -69,15 +69,15 @@ async def update_user(session: AsyncSession, user_id: int, data: AdminUserUpdate
         and (changes.get("is_active") is False or changes.get("is_superuser") is False)
     )
     if demotes:
-        await users_repo.lock_active_superusers(session)
-    await apply_changes(session, user, changes)
+        await users_repo.lock_active_superusers(db)
+    await apply_changes(db, user, changes)
     if demotes:
-        await ensure_a_superuser_remains(session)
+        await ensure_a_superuser_remains(db)
     if changes.get("is_active") is False:
-        await sessions.revoke_all(session, user.id)
+        await auth_sessions.revoke_all(db, user.id)
     return user
 
 
-async def delete_user(session: AsyncSession, storage: MediaStorage, user_id: int) -> None:
+async def delete_user(db: AsyncSession, storage: MediaStorage, user_id: int) -> None:
     """Delete a user (their sessions cascade) and, after the commit, their avatar file."""
-    await remove_user(session, storage, await get_user(session, user_id))
+    await remove_user(db, storage, await get_user(db, user_id))

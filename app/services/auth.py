@@ -12,18 +12,18 @@ from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
-from app.services import sessions
+from app.services import auth_sessions
 from app.services.throttle import Throttle, account_key, unknown_account_key
 
 
-async def register(session: AsyncSession, hasher: PasswordHasher, data: RegisterRequest) -> User:
+async def register(db: AsyncSession, hasher: PasswordHasher, data: RegisterRequest) -> User:
     problems = password_problems(
         data.password,
         user_attributes(data.username, data.email, data.first_name, data.last_name),
     )
     if problems:
         raise PasswordRejected(problems)
-    await users_repo.check_identifiers_free(session, data.username, data.email)
+    await users_repo.check_identifiers_free(db, data.username, data.email)
     user = User(
         username=data.username,
         email=data.email,
@@ -32,11 +32,11 @@ async def register(session: AsyncSession, hasher: PasswordHasher, data: Register
         last_name=data.last_name,
         number_phone=data.number_phone,
     )
-    return await users_repo.add(session, user)
+    return await users_repo.add(db, user)
 
 
 async def sign_up(
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     throttle: Throttle,
     data: RegisterRequest,
@@ -44,18 +44,18 @@ async def sign_up(
 ) -> User:
     """Registration from the API: counted per client address, then ``register``."""
     await throttle.register_attempt(client_address)
-    return await register(session, hasher, data)
+    return await register(db, hasher, data)
 
 
 async def login(
-    session: AsyncSession,
+    db: AsyncSession,
     hasher: PasswordHasher,
     codec: TokenCodec,
     throttle: Throttle,
     identifier: str,
     password: str,
     client_address: str,
-) -> sessions.TokenPair:
+) -> auth_sessions.TokenPair:
     """Throttle, authenticate, start a session.
 
     The attempt is counted before the password is checked, so parallel guesses cannot slip
@@ -66,7 +66,7 @@ async def login(
     """
     try:
         await throttle.login_attempt(identifier, client_address)
-        user = await users_repo.get_by_login(session, identifier)
+        user = await users_repo.get_by_login(db, identifier)
         account = account_key(user.id) if user is not None else unknown_account_key(identifier)
         await throttle.account_attempt(account, client_address)
     except TooManyRequests:
@@ -80,7 +80,7 @@ async def login(
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
     user.last_login = utcnow()
-    await session.flush()
-    pair = await sessions.start(session, codec, user)
+    await db.flush()
+    pair = await auth_sessions.start(db, codec, user)
     metrics.record_login("succeeded")
     return pair

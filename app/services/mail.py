@@ -29,7 +29,7 @@ def enqueue(
 
     The row is written by the caller's flush or commit, so the message exists exactly when
     the change that causes it does (a rolled-back request sends nothing). Once the request's
-    session commits (`app.core.db.get_session`), this process's relay is woken and delivers
+    session commits (`app.core.db.get_db`), this process's relay is woken and delivers
     it; a commit elsewhere (a script) is found by the relays' next poll (10 s at most).
 
     ``context`` and ``secret`` must hold exactly the template values the kind declares

@@ -25,7 +25,7 @@ from app.core.errors import (
 from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
 from app.models.base import utcnow
 from app.models.user import User
-from app.repositories import auth_sessions as sessions_repo
+from app.repositories import auth_sessions as auth_sessions_repo
 from app.repositories import users as users_repo
 
 
@@ -48,8 +48,8 @@ class UserLookup(Protocol[UserT_co]):
     SQLite) and `app.repositories.live_users.LiveUserReader` (PostgreSQL's read-only
     routes: one prepared statement on the driver)."""
 
-    async def user_with_session_state(
-        self, user_id: int, session_id: uuid.UUID
+    async def user_with_auth_session_state(
+        self, user_id: int, auth_session_id: uuid.UUID
     ) -> tuple[UserT_co | None, bool]:
         """The user and whether ``session_id`` is a live session of theirs, in one query."""
         ...
@@ -63,10 +63,12 @@ class OrmUserLookup:
     def __init__(self, db: AsyncSession) -> None:
         self._db = db
 
-    async def user_with_session_state(
-        self, user_id: int, session_id: uuid.UUID
+    async def user_with_auth_session_state(
+        self, user_id: int, auth_session_id: uuid.UUID
     ) -> tuple[User | None, bool]:
-        return await sessions_repo.get_user_with_session_state(self._db, user_id, session_id)
+        return await auth_sessions_repo.get_user_with_auth_session_state(
+            self._db, user_id, auth_session_id
+        )
 
     async def user(self, user_id: int) -> User | None:
         return await users_repo.get_by_id(self._db, user_id)
@@ -80,7 +82,7 @@ class TokenPair:
 
 async def start(db: AsyncSession, codec: TokenCodec, user: User) -> TokenPair:
     refresh_jti = new_jti()
-    auth_session = await sessions_repo.create(db, user.id, refresh_jti)
+    auth_session = await auth_sessions_repo.create(db, user.id, refresh_jti)
     return TokenPair(
         access=codec.issue("access", user.id, auth_session.id),
         refresh=codec.issue("refresh", user.id, auth_session.id, jti=refresh_jti),
@@ -95,39 +97,39 @@ async def refresh(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> To
     """
     claims = codec.verify(refresh_token, "refresh")
     successor_jti = new_jti()
-    if not await sessions_repo.rotate(
-        db, claims.session_id, claims.user_id, claims.jti, successor_jti
+    if not await auth_sessions_repo.rotate(
+        db, claims.auth_session_id, claims.user_id, claims.jti, successor_jti
     ):
-        auth_session = await sessions_repo.get(db, claims.session_id)
+        auth_session = await auth_sessions_repo.get(db, claims.auth_session_id)
         if (
             auth_session is not None
             and auth_session.user_id == claims.user_id
             and auth_session.revoked_at is None
         ):
-            await sessions_repo.revoke(db, claims.session_id)
+            await auth_sessions_repo.revoke(db, claims.auth_session_id)
             raise RefreshTokenReused()
         raise SessionRevoked()
     user = await users_repo.get_by_id(db, claims.user_id)
     if user is None or not user.is_active:
         raise InactiveUser()
     return TokenPair(
-        access=codec.issue("access", user.id, claims.session_id),
-        refresh=codec.issue("refresh", user.id, claims.session_id, jti=successor_jti),
+        access=codec.issue("access", user.id, claims.auth_session_id),
+        refresh=codec.issue("refresh", user.id, claims.auth_session_id, jti=successor_jti),
     )
 
 
 async def logout(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> None:
     """End the session the refresh token belongs to (any generation of it); idempotent."""
     claims = codec.verify(refresh_token, "refresh")
-    auth_session = await sessions_repo.get(db, claims.session_id)
+    auth_session = await auth_sessions_repo.get(db, claims.auth_session_id)
     if auth_session is not None and auth_session.user_id == claims.user_id:
-        await sessions_repo.revoke(db, claims.session_id)
+        await auth_sessions_repo.revoke(db, claims.auth_session_id)
 
 
 async def revoke_all(db: AsyncSession, user_id: int) -> None:
     """End every session of the user and every token issued until now (the replaced
     service's too, which have no session): logout-all, password change, deactivation."""
-    await sessions_repo.revoke_all_for_user(db, user_id)
+    await auth_sessions_repo.revoke_all_for_user(db, user_id)
     await users_repo.set_tokens_valid_after(db, user_id, utcnow())
 
 
@@ -164,19 +166,21 @@ async def resolve_access_token(
         holder = _usable(await users.user(legacy.user_id))
         if not holder.imported:  # an id the Django service never gave this account
             raise InvalidToken() from None
-        if not _issued_in_time(holder.tokens_valid_after, legacy.issued_at, has_session=False):
+        if not _issued_in_time(holder.tokens_valid_after, legacy.issued_at, has_auth_session=False):
             raise SessionRevoked() from None
         return holder
-    user, session_live = await users.user_with_session_state(claims.user_id, claims.session_id)
+    user, auth_session_live = await users.user_with_auth_session_state(
+        claims.user_id, claims.auth_session_id
+    )
     user = _usable(user)
-    if not session_live or not _issued_in_time(
-        user.tokens_valid_after, claims.issued_at, has_session=True
+    if not auth_session_live or not _issued_in_time(
+        user.tokens_valid_after, claims.issued_at, has_auth_session=True
     ):
         raise SessionRevoked()
     return user
 
 
-def _issued_in_time(cutoff: datetime | None, issued_at: float, *, has_session: bool) -> bool:
+def _issued_in_time(cutoff: datetime | None, issued_at: float, *, has_auth_session: bool) -> bool:
     """Whether a token issued at ``issued_at`` (seconds) is after the user's token cut-off.
 
     ``iat`` has whole seconds. One of our tokens issued in the cut-off's own second is let
@@ -186,7 +190,7 @@ def _issued_in_time(cutoff: datetime | None, issued_at: float, *, has_session: b
     if cutoff is None:
         return True
     moment = cutoff.timestamp()
-    return issued_at >= math.floor(moment) if has_session else issued_at > moment
+    return issued_at >= math.floor(moment) if has_auth_session else issued_at > moment
 
 
 def _usable(user: UserT | None) -> UserT:
