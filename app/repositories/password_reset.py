@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -76,8 +77,15 @@ async def consume(db: AsyncSession, token_id: int, token_hash: str, now: datetim
 
 async def delete_for_user(db: AsyncSession, user_id: int) -> None:
     """Cancel the account's reset link (its password changed)."""
-    await db.execute(
-        delete(PasswordResetToken)
-        .where(PasswordResetToken.user_id == user_id)
-        .execution_options(synchronize_session=False)
-    )
+    await delete_for_users(db, [user_id])
+
+
+async def delete_for_users(db: AsyncSession, user_ids: Sequence[int]) -> None:
+    """Cancel these accounts' reset links (their passwords changed: profile, reset, a
+    Django import bringing a new hash)."""
+    if user_ids:
+        await db.execute(
+            delete(PasswordResetToken)
+            .where(PasswordResetToken.user_id.in_(user_ids))
+            .execution_options(synchronize_session=False)
+        )
