@@ -34,7 +34,8 @@ from app.cli import main
 from app.core.config import Settings
 from app.core.security import PASSWORD_CONTEXT
 from app.main import create_app
-from app.models import User
+from app.models import PasswordResetToken, User
+from app.repositories import password_reset as password_reset_repo
 from app.repositories import user_import
 from app.repositories import users as users_repo
 from app.resources import resources_of
@@ -406,6 +407,57 @@ async def test_changed_source_rows_are_updated_not_duplicated(
         user = await db.get(User, user_id)
     assert user is not None
     assert (user.first_name, user.email) == ("Renamed", "new@example.com")
+
+
+async def reset_link_holders(app: FastAPI) -> set[int]:
+    async with resources_of(app).sessionmaker() as db:
+        return set(await db.scalars(select(PasswordResetToken.user_id)))
+
+
+@pytest.fixture
+async def source_imported(
+    app: FastAPI, django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str]
+) -> DjangoSource:
+    """The source, imported once into the test's database."""
+    assert (await import_django(capsys, django_source)).code == 0
+    return django_source
+
+
+async def test_a_new_password_from_the_source_cancels_a_reset_link(
+    app: FastAPI, source_imported: DjangoSource, capsys: pytest.CaptureFixture[str]
+) -> None:
+    django_source = source_imported
+    changed, kept = django_source.id("bcrypt_user"), django_source.id("pbkdf2_default")
+    now = datetime.now(UTC)
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        for user_id in (changed, kept):
+            await password_reset_repo.replace(
+                db, user_id, f"{user_id:064x}", now, now + timedelta(hours=1)
+            )
+    table = django_source.table
+    original = await stored_hash(app, changed)
+    new_hash = (
+        PASSWORD_CONTEXT.handler("django_pbkdf2_sha256")
+        .using(rounds=1000)
+        .hash("changed-in-Django-1")
+    )
+    await source_sql(
+        django_source,
+        f"UPDATE {table} SET password = :hash WHERE id = :id",
+        hash=new_hash,
+        id=changed,
+    )
+    try:
+        outcome = await import_django(capsys, django_source)
+    finally:
+        await source_sql(
+            django_source,
+            f"UPDATE {table} SET password = :hash WHERE id = :id",
+            hash=original,
+            id=changed,
+        )
+    assert outcome.summary()["updated"] == 1
+    assert await reset_link_holders(app) == {kept}
 
 
 async def profile_of(client: httpx.AsyncClient, source: DjangoSource, name: str) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import limits
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_KEY_BYTES = 32
@@ -35,6 +35,7 @@ MAX_REQUEST_HEADER_BYTES = 64 * 1024
 EmailBackend = Literal["smtp", "console", "file", "off"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_PASSWORD_RESET_PATH = "/account/reset-password?token={token}"  # noqa: S105
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 # The highest AVATAR_MAX_PIXELS accepted (8192x8192): a decoded RGBA image of this size
@@ -115,6 +116,14 @@ class Settings(DatabaseSettings):
     )
     login_limit_per_address: str = "30/minute"
     register_limit_per_address: str = "20/hour"
+    password_reset_limit_per_address: str = Field(
+        default="20/hour", description="Password-reset requests per client address (429)."
+    )
+    password_reset_limit_per_email: str = Field(
+        default="5/hour",
+        description="Password-reset requests per email address, known or not; over it the "
+        "answer is still 202 and nothing is sent.",
+    )
     redis_url: str | None = Field(
         default=None, description="redis://host:6379/0 to share throttling counts."
     )
@@ -195,6 +204,15 @@ class Settings(DatabaseSettings):
         default=DEFAULT_PUBLIC_URL,
         description="Where users reach the service (links in email start with it).",
     )
+    password_reset_url: str = Field(
+        default=f"{{PUBLIC_URL}}{DEFAULT_PASSWORD_RESET_PATH}",
+        description="The link of a password-reset email: a template holding {token}, and "
+        "{PUBLIC_URL} for PUBLIC_URL. Point it at a frontend's own page.",
+    )
+    password_reset_ttl: timedelta = Field(
+        default=timedelta(hours=1),
+        description="How long a reset link works: seconds or ISO 8601, 30 seconds to 1 day.",
+    )
 
     _split_lists = field_validator(
         "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"
@@ -205,6 +223,8 @@ class Settings(DatabaseSettings):
         "login_limit_per_account_global",
         "login_limit_per_address",
         "register_limit_per_address",
+        "password_reset_limit_per_address",
+        "password_reset_limit_per_email",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -286,17 +306,19 @@ class Settings(DatabaseSettings):
         "access_token_ttl",
         "refresh_token_ttl",
         "legacy_simplejwt_access_token_lifetime",
+        "password_reset_ttl",
         mode="before",
     )
     @classmethod
     def _seconds(cls, value: object) -> object:
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
-    @field_validator("access_token_ttl")
+    @field_validator("access_token_ttl", "password_reset_ttl")
     @classmethod
-    def _positive_ttl(cls, ttl: timedelta) -> timedelta:
+    def _positive_ttl(cls, ttl: timedelta, info: ValidationInfo) -> timedelta:
         if not timedelta(seconds=30) <= ttl <= timedelta(days=1):
-            raise ValueError("ACCESS_TOKEN_TTL must be between 30 seconds and 1 day")
+            name = (info.field_name or "").upper()
+            raise ValueError(f"{name} must be between 30 seconds and 1 day")
         return ttl
 
     @field_validator("refresh_token_ttl")
@@ -305,6 +327,20 @@ class Settings(DatabaseSettings):
         if not timedelta(minutes=5) <= ttl <= timedelta(days=365):
             raise ValueError("REFRESH_TOKEN_TTL must be between 5 minutes and 365 days")
         return ttl
+
+    @field_validator("password_reset_url")
+    @classmethod
+    def _link_template(cls, value: str) -> str:
+        value = value.strip()
+        if "{token}" not in value:
+            raise ValueError(f"PASSWORD_RESET_URL must contain {{token}}, got {value!r}")
+        probe = value.replace("{PUBLIC_URL}", DEFAULT_PUBLIC_URL).replace("{token}", "t")
+        if "{" in probe or "}" in probe or not re.fullmatch(r"https?://[^\s]+", probe):
+            raise ValueError(
+                "PASSWORD_RESET_URL must be an http(s) URL holding {token} (and optionally "
+                f"{{PUBLIC_URL}}), got {value!r}"
+            )
+        return value
 
     @field_validator("legacy_simplejwt_access_token_lifetime")
     @classmethod
@@ -380,6 +416,13 @@ class Settings(DatabaseSettings):
     def email_sender(self) -> str:
         """EMAIL_FROM, or a local placeholder for the backends that deliver nothing."""
         return self.email_from or f"{self.service_name} <noreply@localhost>"
+
+    def password_reset_link(self, token: str) -> str:
+        """PASSWORD_RESET_URL with PUBLIC_URL and ``token`` put in (plain replacement, not
+        str.format: a URL may hold other braces' look-alikes)."""
+        return self.password_reset_url.replace("{PUBLIC_URL}", self.public_url).replace(
+            "{token}", token
+        )
 
     @property
     def uses_hmac(self) -> bool:

@@ -71,6 +71,20 @@ class InvalidCredentials(NotAuthenticated):
     detail = "Incorrect username or password"
 
 
+class InvalidResetToken(AppError):
+    """A link's token (password reset) that is unknown, used, superseded or expired.
+
+    The same code as the bearer token's `InvalidToken`, at 400 instead of 401 (issue 12's
+    contract): the request is not unauthenticated, its body holds a bad value, and a 401
+    with ``WWW-Authenticate: Bearer`` would tell clients to log in. The code names what is
+    wrong (a token), the status where it was (body, or the Authorization header); on any
+    one route a code still has one status (tests/test_error_docs.py)."""
+
+    status_code = 400
+    code = "invalid_token"
+    detail = "The link is invalid or has expired; ask for a new one"
+
+
 class UserNotFound(AppError):
     status_code = 404
     code = "user_not_found"

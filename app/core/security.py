@@ -433,3 +433,13 @@ def is_native_password_hash(stored_hash: str) -> bool:
     """True for a hash in this service's own format (argon2), as opposed to a Django one:
     it was set here, by a login that upgraded it or a password change."""
     return bool(PASSWORD_CONTEXT.identify(stored_hash, required=False) == "argon2")
+
+
+UNUSABLE_PASSWORD_PREFIX = "!"  # noqa: S105 (Django's set_unusable_password())
+
+
+def is_usable_password_hash(stored_hash: str) -> bool:
+    """Django's `has_usable_password`: anything but an unusable ``!...`` hash, including
+    hashes this service cannot verify (an imported scrypt one): a reset link is how such an
+    account gets a password that works here."""
+    return not stored_hash.startswith(UNUSABLE_PASSWORD_PREFIX)

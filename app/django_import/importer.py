@@ -43,6 +43,7 @@ from app.core.images import CONTENT_TYPES, reencode
 from app.core.logging import database_error_facts
 from app.core.security import hash_cost_problem, is_native_password_hash
 from app.models.user import PASSWORD_HASH_MAX
+from app.repositories import password_reset as password_reset_repo
 from app.repositories import user_import
 from app.schemas.fields import Email, PersonName, PhoneNumber, Username, reject_control_characters
 
@@ -526,6 +527,7 @@ async def _write(
         ours = await user_import.rows_in_id_range(db, batch[0].id, batch[-1].id)
         new: list[dict[str, Any]] = []
         changed: list[dict[str, Any]] = []
+        new_passwords: list[int] = []  # accounts whose password the source changed
         for values in rows:
             existing = ours.get(values["id"])
             if existing is not None and not existing["imported"]:
@@ -540,6 +542,8 @@ async def _write(
                 new.append({**update, "imported": True})
             else:
                 changed.append(update)
+                if update["password"] != existing["password"]:
+                    new_passwords.append(update["id"])
         report.created += len(new)
         report.updated += len(changed)
         if writing:
@@ -547,6 +551,8 @@ async def _write(
             await user_import.update_many(db, changed)
             await user_import.insert_many(db, new)
             await user_import.reclaim_identifiers_many(db, [*changed, *new])
+            # A password change cancels a pending reset link, here as anywhere.
+            await password_reset_repo.delete_for_users(db, new_passwords)
         say(f"{report.read}/{total} rows read")
     await db.flush()
     return highest

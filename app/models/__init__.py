@@ -2,6 +2,15 @@ from app.models.auth_session import AuthSession
 from app.models.base import Base
 from app.models.login_identifier import LoginIdentifier
 from app.models.outbox import OutboxEmail
+from app.models.password_reset import PasswordResetToken
 from app.models.user import User, UserSnapshot
 
-__all__ = ["AuthSession", "Base", "LoginIdentifier", "OutboxEmail", "User", "UserSnapshot"]
+__all__ = [
+    "AuthSession",
+    "Base",
+    "LoginIdentifier",
+    "OutboxEmail",
+    "PasswordResetToken",
+    "User",
+    "UserSnapshot",
+]

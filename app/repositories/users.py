@@ -30,6 +30,12 @@ async def get_by_id(db: AsyncSession, user_id: int) -> User | None:
     return await db.get(User, user_id)
 
 
+async def get_by_email(db: AsyncSession, email: str) -> User | None:
+    """The user whose (normalised) email is ``email``, itself normalised by the caller."""
+    result: User | None = await db.scalar(select(User).where(User.email == email))
+    return result
+
+
 async def get_by_login(db: AsyncSession, identifier: str) -> User | None:
     """The user whose username (NFKC, as Django's login form) or email (normalised) is
     ``identifier``. An identifier that names two accounts (a username equal to another

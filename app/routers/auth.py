@@ -10,6 +10,7 @@ from app.core.errors import (
     EmailTaken,
     InactiveUser,
     InvalidCredentials,
+    InvalidResetToken,
     InvalidToken,
     PasswordRejected,
     RefreshTokenReused,
@@ -22,6 +23,7 @@ from app.dependencies import (
     CurrentUser,
     PasswordHasherDep,
     SessionDep,
+    SettingsDep,
     ThrottleDep,
     TokenCodecDep,
 )
@@ -37,13 +39,16 @@ from app.schemas.auth import (
     LoginForm,
     LoginRequest,
     LogoutRequest,
+    PasswordResetAccepted,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
     Token,
 )
 from app.schemas.user import UserRead
 from app.services import auth as auth_service
-from app.services import auth_sessions
+from app.services import auth_sessions, password_reset
 from app.services.auth_sessions import TokenPair
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
@@ -181,4 +186,59 @@ async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> R
 )
 async def logout_all(user: CurrentUser, db: SessionDep) -> Response:
     await auth_sessions.revoke_all(db, user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PasswordResetAccepted,
+    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, THROTTLE_ERRORS),
+    summary="Ask for a password-reset link by email",
+    description="Always 202 with the same body, whether or not an account has the address. "
+    "A link valid for PASSWORD_RESET_TTL goes to an active account with a usable password; "
+    "it replaces any earlier link. Throttled per client address (429 + Retry-After) and per "
+    "email (over that limit: 202, nothing sent).",
+)
+async def request_password_reset(
+    data: PasswordResetRequest,
+    db: SessionDep,
+    settings: SettingsDep,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
+) -> PasswordResetAccepted:
+    await password_reset.request_reset(db, settings, throttle, data.email, client_address)
+    return PasswordResetAccepted()
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        BODY_ERRORS,
+        DATABASE_ERRORS,
+        THROTTLE_ERRORS,
+        InvalidResetToken,
+        PasswordRejected,
+        descriptions={
+            400: "The token is unknown, used, superseded or expired (`invalid_token`), or the "
+            "body could not be parsed.",
+            422: "Invalid input, or `new_password` breaks a password rule.",
+        },
+    ),
+    summary="Set a new password with the token of a reset link",
+    description="The token works once. 400 `invalid_token` for an unknown, used, superseded "
+    "or expired one; 422 when the new password breaks a registration rule (the token stays "
+    "usable). On success every session of the account ends and a notice is emailed.",
+)
+async def confirm_password_reset(
+    data: PasswordResetConfirm,
+    db: SessionDep,
+    hasher: PasswordHasherDep,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
+) -> Response:
+    await password_reset.confirm_reset(
+        db, hasher, throttle, data.token, data.new_password, client_address
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

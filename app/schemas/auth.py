@@ -95,3 +95,37 @@ class LogoutRequest(RefreshRequest):
 
 class JWKS(BaseModel):
     keys: list[dict[str, str]] = Field(description="Public signing keys (RFC 7517), with kid.")
+
+
+# A reset token as the service issues it is 43 characters (32 random bytes, base64url);
+# the bound only keeps junk short before it is hashed.
+RESET_TOKEN_MAX = 256
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+
+
+class PasswordResetAccepted(BaseModel):
+    """The same answer whether or not an account has the address."""
+
+    detail: str = Field(
+        default="If an account has this address, a link to reset its password is on its way."
+    )
+
+
+class PasswordResetConfirm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=RESET_TOKEN_MAX,
+            description="The token of the reset link.",
+            json_schema_extra={"writeOnly": True},
+        ),
+    ]
+    new_password: NewPassword

@@ -30,7 +30,7 @@ from app.core.storage import MediaStorage
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.user import PasswordChange, ProfileUpdate
-from app.services import auth_sessions
+from app.services.password_reset import password_changed
 from app.services.throttle import Throttle, account_key
 
 AVATAR_DIRECTORY = "avatars"
@@ -103,7 +103,8 @@ async def change_password(
     """403 for a wrong current password, 422 when the new one breaks a registration rule.
 
     Every session of the user ends, this one included: whoever may have the old password
-    (or a token) must log in again with the new one.
+    (or a token) must log in again with the new one. A pending reset link is cancelled and
+    the account's address gets a notice (`password_reset.password_changed`).
     """
     await verify_current_password(hasher, throttle, user, data.current_password)
     problems = password_problems(
@@ -113,8 +114,7 @@ async def change_password(
     if problems:
         raise PasswordRejected(problems, field="new_password")
     user.password = await hasher.hash(data.new_password)
-    await users_repo.save(db)
-    await auth_sessions.revoke_all(db, user.id)
+    await password_changed(db, user)
 
 
 async def delete_account(

@@ -19,7 +19,9 @@ by none of the later ones:
 
 The current-password checks of the profile endpoints count per account
 (LOGIN_LIMIT_PER_ACCOUNT, cleared by a success) and then in the account's ceiling.
-Registrations count per address. Addresses are counted per IPv4 address and per IPv6 /64
+Registrations count per address. Password-reset requests count per address (429) and per
+email (over it the answer stays 202 and nothing is sent), unknown emails included; reset
+confirmations per address. Addresses are counted per IPv4 address and per IPv6 /64
 (an IPv4-mapped IPv6 address as its IPv4 address); anything unparsable as itself.
 
 Counts live in memory (`BoundedMemoryStorage`, at most MEMORY_STORE_MAX_KEYS keys) or,
@@ -109,6 +111,8 @@ class Throttle:
         self._per_account = limits.parse(settings.login_limit_per_account)
         self._ceiling = limits.parse(settings.login_limit_per_account_global)
         self._registrations = limits.parse(settings.register_limit_per_address)
+        self._resets_per_address = limits.parse(settings.password_reset_limit_per_address)
+        self._resets_per_email = limits.parse(settings.password_reset_limit_per_email)
 
     async def login_attempt(self, identifier: str, address: str) -> None:
         """Count a login against the address, then the (identifier, address) pair; 429 from
@@ -158,6 +162,34 @@ class Throttle:
 
     async def register_attempt(self, address: str) -> None:
         await self._hit(self._registrations, "register-address", address_key(address))
+
+    async def password_reset_attempt(self, email: str, address: str) -> bool:
+        """A reset request: 429 when the address is out of requests; then counted per email,
+        known or not, and False when the email is (the caller answers as usual and sends
+        nothing: a 429 there would tell that someone asked for this address)."""
+        await self._hit(self._resets_per_address, "reset-address", address_key(address))
+        with _storage_guard():
+            return await self._limiter.hit(
+                self._resets_per_email, "reset-email", identifier_key(email)
+            )
+
+    async def password_reset_confirm_attempt(self, address: str) -> None:
+        """A reset confirmation, per address (its own count, at the requests' limit)."""
+        await self._hit(self._resets_per_address, "reset-confirm-address", address_key(address))
+
+    async def password_reset_done(
+        self, account: str, identifiers: tuple[str, ...], address: str
+    ) -> None:
+        """A password set through a reset link: the account's failed-login counts start
+        again: its ceiling and current-password count, and the pairs of its identifiers
+        with the confirming address (pairs from other addresses cannot be found; they
+        expire with their window). Unlike a login, the ceiling is cleared: the link proved
+        the mailbox, and whoever holds that could reset anyway."""
+        await self._clear(self._ceiling, "account-ceiling", account)
+        await self._clear(self._per_account, "current-password", account)
+        network = address_key(address)
+        for identifier in identifiers:
+            await self._clear(self._per_account, "login-pair", identifier_key(identifier), network)
 
     async def _hit(self, limit: limits.RateLimitItem, *key: str) -> None:
         with _storage_guard():
