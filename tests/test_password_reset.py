@@ -31,7 +31,6 @@ from tests.conftest import (
     add_user,
     asgi_client,
     bearer,
-    is_postgres,
     set_columns,
     sign_in,
 )
@@ -435,8 +434,6 @@ async def test_no_token_in_the_logs(
 async def test_two_concurrent_confirmations_one_wins(
     app: FastAPI, smtp: SmtpServer, database_url: str
 ) -> None:
-    if not is_postgres(database_url):
-        pytest.skip("real concurrency: PostgreSQL (SQLite serialises writers)")
     await add_user(app)
     async with asgi_client(app) as client:
         token = token_of(await reset_link(client, smtp))
