@@ -22,6 +22,7 @@ from app.core.middleware import (
 from app.resources import AppResources, set_resources
 from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
 from app.routers.docs import install_docs
+from app.routers.pages import install_pages
 from app.schemas.auth import LoginForm, LoginRequest
 from app.schemas.errors import ErrorResponse
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     if settings.expose_docs:
         install_docs(app)
+    install_pages(app)  # the pages of the default email links, outside the schema
     app.include_router(media.router)
 
     if settings.cors_origins:
