@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -209,6 +209,62 @@ async def test_both_paths_run_the_same_queries_up_to_the_send(
         event.remove(engine, "before_cursor_execute", record)
     assert known[: len(unknown)] == unknown
     assert any("INSERT" in statement for statement in known[len(unknown) :])
+
+
+async def test_the_answer_is_sent_before_the_account_is_looked_up(
+    app: FastAPI, smtp: SmtpServer
+) -> None:
+    """The time of the answer cannot depend on the address: the 202 leaves before the
+    first SQL statement runs (the lookup and the writes follow in a background task)."""
+    await add_user(app)
+    engine = resources_of(app).engine.sync_engine
+    events: list[str] = []
+
+    def record(*_args: Any) -> None:
+        events.append("sql")
+
+    async def app_recording_the_answer(scope: Any, receive: Any, send: Any) -> None:
+        async def recording_send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                events.append("answer sent")
+            await send(message)
+
+        await app(scope, receive, recording_send)
+
+    transport = httpx.ASGITransport(app=app_recording_the_answer)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for email in (ALICE, "nobody@example.com"):
+                events.clear()
+                assert (await ask(client, email)).status_code == 202
+                assert events[0] == "answer sent", events
+                assert "sql" in events
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(await token_rows(app)) == 1
+
+
+async def test_a_failure_after_the_answer_is_logged_without_the_address(
+    app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await add_user(app)
+    engine = resources_of(app).engine.sync_engine
+
+    def fail(*_args: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    event.listen(engine, "before_cursor_execute", fail)
+    try:
+        with caplog.at_level(logging.ERROR):
+            response = await ask(client, ALICE)
+    finally:
+        event.remove(engine, "before_cursor_execute", fail)
+    assert response.status_code == 202
+    failures = [r.getMessage() for r in caplog.records if r.name == "app.password_reset"]
+    assert failures == ["password reset request not processed: RuntimeError"]
+    assert ALICE not in caplog.text
+    assert await token_rows(app) == []
 
 
 @pytest.mark.parametrize(

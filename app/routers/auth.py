@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -22,8 +22,8 @@ from app.dependencies import (
     ClientAddressDep,
     CurrentUser,
     PasswordHasherDep,
+    ResourcesDep,
     SessionDep,
-    SettingsDep,
     ThrottleDep,
     TokenCodecDep,
 )
@@ -193,21 +193,25 @@ async def logout_all(user: CurrentUser, db: SessionDep) -> Response:
     "/password-reset",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=PasswordResetAccepted,
-    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, THROTTLE_ERRORS),
+    responses=error_responses(BODY_ERRORS, THROTTLE_ERRORS),
     summary="Ask for a password-reset link by email",
     description="Always 202 with the same body, whether or not an account has the address. "
     "A link valid for PASSWORD_RESET_TTL goes to an active account with a usable password; "
     "it replaces any earlier link. Throttled per client address (429 + Retry-After) and per "
-    "email (over that limit: 202, nothing sent).",
+    "email (over that limit: 202, nothing sent). The account is looked up after the answer "
+    "is sent, so its time does not depend on the address either.",
 )
 async def request_password_reset(
     data: PasswordResetRequest,
-    db: SessionDep,
-    settings: SettingsDep,
+    resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    background: BackgroundTasks,
 ) -> PasswordResetAccepted:
-    await password_reset.request_reset(db, settings, throttle, data.email, client_address)
+    if await password_reset.accept_reset_request(throttle, data.email, client_address):
+        background.add_task(
+            password_reset.send_reset_link, resources.sessionmaker, resources.settings, data.email
+        )
     return PasswordResetAccepted()
 
 

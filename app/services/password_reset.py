@@ -7,20 +7,23 @@ request cost CPU (a lever for denial of service) and stop the confirmation from 
 row by an index on the hash. The token travels only in the outbox row's ``secret`` part (the
 link), which is erased once the message is sent; it is never logged.
 
-A request answers the same whatever the address (the router's 202): both paths count the
-throttle, look the address up and draw and hash a token; only an account that may reset
-(active, usable password) then gets its token row and an outbox row.
+A request answers the same whatever the address, and in the same time: the client waits
+only for the throttle (`accept_reset_request`); the lookup and, for an account that may
+reset (active, usable password), the token row and the outbox row are written after the
+202 is sent (`send_reset_link`, a background task), in one transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.core.db import committing_db
 from app.core.errors import InvalidResetToken, PasswordRejected
 from app.core.password_policy import password_problems, user_attributes
 from app.core.security import PasswordHasher, is_usable_password_hash
@@ -33,6 +36,8 @@ from app.services import auth_sessions, mail
 from app.services.throttle import Throttle, account_key
 
 TOKEN_BYTES = 32
+
+logger = logging.getLogger("app.password_reset")
 
 
 def hash_token(token: str) -> str:
@@ -54,22 +59,41 @@ def may_reset(user: User | None) -> bool:
     return user is not None and user.is_active and is_usable_password_hash(user.password)
 
 
-async def request_reset(
-    db: AsyncSession,
+async def accept_reset_request(throttle: Throttle, email: str, client_address: str) -> bool:
+    """The part of a reset request the client waits for: the throttle, alike for every
+    address. 429 (``TooManyRequests``) only for the client address; False when the email
+    is over its own limit (answered alike, nothing sent)."""
+    return await throttle.password_reset_attempt(email, client_address)
+
+
+async def send_reset_link(
+    sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
-    throttle: Throttle,
     email: str,
-    client_address: str,
     now: datetime | None = None,
 ) -> None:
-    """Send a reset link to ``email`` if it is an account's that may reset; otherwise do
-    nothing, after the same work. 429 only for the client address (``TooManyRequests``):
-    an email over its own limit is answered alike and gets nothing."""
-    allowed = await throttle.password_reset_attempt(email, client_address)
+    """The rest of a reset request, run after the 202 has been sent (a background task),
+    so no answer time tells whether the address has an account: look it up and, for an
+    account that may reset, write its token and the email in one transaction.
+
+    It has no client to answer: a failure (the database down, say) is logged, without the
+    address, and the user asks again."""
+    try:
+        async with committing_db(sessionmaker) as db:
+            await request_reset(db, settings, email, now)
+    except Exception as exc:
+        logger.error("password reset request not processed: %s", type(exc).__name__)
+
+
+async def request_reset(
+    db: AsyncSession, settings: Settings, email: str, now: datetime | None = None
+) -> None:
+    """Write a reset link for ``email`` if it is an account's that may reset; otherwise
+    do nothing, after the same lookup and token drawing."""
     user = await users_repo.get_by_email(db, email)
     token = secrets.token_urlsafe(TOKEN_BYTES)
     token_hash = hash_token(token)
-    if not allowed or user is None or not may_reset(user):
+    if user is None or not may_reset(user):
         return
     now = now or utcnow()
     await tokens_repo.replace(db, user.id, token_hash, now, now + settings.password_reset_ttl)
