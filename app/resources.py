@@ -17,6 +17,7 @@ from limits.aio.storage import Storage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
+from app.core.background import BackgroundWork
 from app.core.config import Settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.core.images import ImageProcessor
@@ -58,6 +59,8 @@ class AppResources:
     on other databases, where the read goes through `read_sessionmaker`."""
     trigram_stats: TrigramStats
     email_relay: EmailRelay
+    background: BackgroundWork
+    """Work requests start and do not wait for (`app.core.background`)."""
     """Delivers the email outbox in the background (started here, stopped first)."""
 
     @classmethod
@@ -85,6 +88,9 @@ class AppResources:
             # Registered last, so it stops first: no delivery outlives the engine.
             email_relay = start_email_relay(settings, sessionmaker)
             cleanup.push_async_callback(email_relay.aclose)
+            # Last registered, first closed: running work ends before the relay and engine.
+            background = BackgroundWork()
+            cleanup.push_async_callback(background.aclose)
             yield cls(
                 settings=settings,
                 engine=engine,
@@ -100,6 +106,7 @@ class AppResources:
                 live_user_reader=live_user_reader,
                 trigram_stats=TrigramStats(),
                 email_relay=email_relay,
+                background=background,
             )
 
 

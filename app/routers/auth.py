@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -206,10 +206,9 @@ async def request_password_reset(
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
-    background: BackgroundTasks,
 ) -> PasswordResetAccepted:
     if await password_reset.accept_reset_request(throttle, data.email, client_address):
-        background.add_task(
+        await resources.background.spawn(
             password_reset.send_reset_link, resources.sessionmaker, resources.settings, data.email
         )
     return PasswordResetAccepted()

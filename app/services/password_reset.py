@@ -10,7 +10,7 @@ link), which is erased once the message is sent; it is never logged.
 A request answers the same whatever the address, and in the same time: the client waits
 only for the throttle (`accept_reset_request`); the lookup and, for an account that may
 reset (active, usable password), the token row and the outbox row are written after the
-202 is sent (`send_reset_link`, a background task), in one transaction.
+202 is sent (`send_reset_link`, detached from the request), in one transaction.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ async def send_reset_link(
     email: str,
     now: datetime | None = None,
 ) -> None:
-    """The rest of a reset request, run after the 202 has been sent (a background task),
-    so no answer time tells whether the address has an account: look it up and, for an
+    """The rest of a reset request, run detached from the request (`BackgroundWork`), so
+    no answer's time tells whether the address has an account: look it up and, for an
     account that may reset, write its token and the email in one transaction.
 
     It has no client to answer: a failure (the database down, say) is logged, without the
