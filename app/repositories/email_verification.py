@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.email_verification import EmailVerificationToken
 from app.models.user import User
+from app.repositories import link_tokens
 
 
 async def replace(
@@ -21,23 +21,11 @@ async def replace(
     now: datetime,
     expires_at: datetime,
 ) -> None:
-    """The account's verification token is now this one, for ``email`` (one upsert on the
-    unique ``user_id``, as `password_reset.replace`: the later of two writes wins)."""
-    values = {
-        "user_id": user_id,
-        "token_hash": token_hash,
-        "email": email,
-        "created_at": now,
-        "expires_at": expires_at,
-        "used_at": None,
-    }
-    dialect = sqlite if db.get_bind().dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(EmailVerificationToken).values(**values)
-    await db.execute(
-        statement.on_conflict_do_update(
-            index_elements=[EmailVerificationToken.user_id],
-            set_={name: statement.excluded[name] for name in values if name != "user_id"},
-        )
+    """The account's verification token is now this one, for ``email``
+    (`link_tokens.replace`: the later of two writes wins)."""
+    values = {"user_id": user_id, "token_hash": token_hash, "email": email}
+    await link_tokens.replace(
+        db, EmailVerificationToken, {**values, "created_at": now, "expires_at": expires_at}
     )
 
 
@@ -45,36 +33,12 @@ async def get_live(
     db: AsyncSession, token_hash: str, now: datetime
 ) -> tuple[EmailVerificationToken, User] | None:
     """The unused, unexpired token with this hash and its user (whatever its address)."""
-    row = (
-        await db.execute(
-            select(EmailVerificationToken, User)
-            .join(User, User.id == EmailVerificationToken.user_id)
-            .where(
-                EmailVerificationToken.token_hash == token_hash,
-                EmailVerificationToken.used_at.is_(None),
-                EmailVerificationToken.expires_at > now,
-            )
-        )
-    ).first()
-    return None if row is None else (row[0], row[1])
+    return await link_tokens.get_live(db, EmailVerificationToken, token_hash, now)
 
 
 async def consume(db: AsyncSession, token_id: int, token_hash: str, now: datetime) -> bool:
-    """Mark the token used if it still is unused, unexpired and this token: one conditional
-    UPDATE, so of concurrent uses (or a use racing a newer link) exactly one wins."""
-    result = await db.execute(
-        update(EmailVerificationToken)
-        .where(
-            EmailVerificationToken.id == token_id,
-            EmailVerificationToken.token_hash == token_hash,
-            EmailVerificationToken.used_at.is_(None),
-            EmailVerificationToken.expires_at > now,
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    """Mark the token used if it still may be (`link_tokens.consume`)."""
+    return await link_tokens.consume(db, EmailVerificationToken, token_id, token_hash, now)
 
 
 async def delete_for_user(db: AsyncSession, user_id: int) -> None:
