@@ -342,3 +342,24 @@ async def test_no_token_in_the_logs(
     logged = [record.getMessage() for record in caplog.records if record.name != "mail.log"]
     assert logged
     assert not [line for line in logged if token in line or hash_token(token) in line]
+
+
+async def test_a_deactivated_account_verifies_nothing(
+    app: FastAPI, client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    token = await register(client, smtp)
+    await set_columns(app, is_active=False)
+    refused = await client.post(VERIFY, json={"token": token})
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_token")
+    assert await verified_at(app) is None
+
+
+async def test_a_failed_registration_sends_nothing(
+    app: FastAPI, client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    await add_user(app)
+    taken = await client.post(REGISTER, json=user_payload(username="other"))
+    assert taken.status_code == 409
+    async with resources_of(app).sessionmaker() as db:
+        assert not (await db.scalars(select(OutboxEmail))).all()
+        assert not (await db.scalars(select(EmailVerificationToken))).all()
