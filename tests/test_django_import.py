@@ -922,3 +922,21 @@ async def test_deactivation_ends_legacy_tokens_for_good(
         response = await client.patch(user, json={"is_active": active}, headers=bearer(root))
         assert response.status_code == 200
     assert (await client.get(PROFILE, headers=bearer(token))).status_code == 401
+
+
+async def verified_ids(app: FastAPI) -> set[int]:
+    async with resources_of(app).sessionmaker() as db:
+        rows = await db.scalars(select(User.id).where(User.email_verified_at.is_not(None)))
+        return set(rows.all())
+
+
+async def test_emails_verified_only_with_the_flag(
+    app: FastAPI, django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Django never checked the addresses: unverified unless the operator vouches for them;
+    a re-run with --emails-verified marks the rows it already imported."""
+    assert (await import_django(capsys, django_source)).code == 0
+    assert await verified_ids(app) == set()
+    again = await import_django(capsys, django_source, "--emails-verified")
+    assert again.code == 0, again.err
+    assert await verified_ids(app) == {user["id"] for user in django_source.users.values()}

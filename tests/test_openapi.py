@@ -60,16 +60,19 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
     throttled = {"429"}  # routes that count password attempts
     expected = {
         ("/api/v1/auth/register", "post"): {"201", "409", *body, *throttled},
-        ("/api/v1/auth/token", "post"): {"200", "401", "415", *body, *throttled},
+        ("/api/v1/auth/token", "post"): {"200", "401", "403", "415", *body, *throttled},
         ("/api/v1/auth/token/refresh", "post"): {"200", "401", *body},
         ("/api/v1/auth/logout", "post"): {"204", "401", *body},
         ("/api/v1/auth/logout-all", "post"): {"204", "401", "404"},
         ("/api/v1/auth/password-reset", "post"): {"202", *body, *throttled},
         ("/api/v1/auth/password-reset/confirm", "post"): {"204", *body, *throttled},
+        ("/api/v1/auth/verify-email", "post"): {"204", *body, *throttled},
+        ("/api/v1/auth/verify-email/resend", "post"): {"202", *body, *throttled},
         ("/api/v1/users/profile", "post"): {"200", "401", "404"},
         ("/api/v1/users/profile", "get"): {"200", "401", "404"},
         ("/api/v1/users/profile", "patch"): {"200", "401", "403", "404", "409", *body, *throttled},
         ("/api/v1/users/profile", "delete"): {"204", "401", "403", "404", "409", *body, *throttled},
+        ("/api/v1/users/profile/email", "get"): {"200", "401", "404"},
         ("/api/v1/users/profile/avatar", "put"): {"200", "401", "404", *body},
         ("/api/v1/users/profile/avatar", "delete"): {"200", "401", "404"},
         ("/api/v1/users/profile/password", "post"): {"204", "401", "403", "404", *body, *throttled},
@@ -189,6 +192,7 @@ def test_account_and_admin_schemas_are_named_and_forbid_extra_fields(
         "is_active",
         "is_staff",
         "is_superuser",
+        "email_verified",
     }
     update = components["ProfileUpdate"]["properties"]
     assert update["email"]["anyOf"][0]["maxLength"] == 200

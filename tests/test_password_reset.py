@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import MutableMapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import event, select, update
 
 from app.core.config import Settings
 from app.mail.messages import MailKind
@@ -25,6 +24,7 @@ from app.models import OutboxEmail, PasswordResetToken
 from app.models.base import utcnow
 from app.resources import resources_of
 from app.services.password_reset import describe, hash_token
+from tests import mail_app
 from tests.conftest import (
     PASSWORD,
     TEST_SECRET_KEY,
@@ -34,67 +34,22 @@ from tests.conftest import (
     set_columns,
     sign_in,
 )
-from tests.smtp_server import SmtpServer, eventually, mail_settings, smtp_server_running
+from tests.mail_app import outbox_settled, token_of
+from tests.smtp_server import SmtpServer, eventually
 
 pytest_plugins = ["tests.smtp_server"]
+
+# The module's app sends through a real SMTP server (fixtures shared with the other
+# mail modules).
+module_smtp = mail_app.module_smtp
+app_settings = mail_app.app_settings
+smtp = mail_app.smtp
+client = mail_app.settled_client
 
 RESET = "/api/v1/auth/password-reset"
 CONFIRM = "/api/v1/auth/password-reset/confirm"
 NEW_PASSWORD = "another-Good-passphrase-42"
 ALICE = "alice@example.com"
-
-
-@pytest.fixture(scope="module")
-def module_smtp() -> Iterator[SmtpServer]:
-    with smtp_server_running() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def app_settings(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, module_smtp: SmtpServer
-) -> Settings:
-    """The module's app sends through a real SMTP server."""
-    directory = tmp_path_factory.mktemp("app")
-    base = Settings(
-        _env_file=None,
-        database_url=database_url,
-        secret_key=TEST_SECRET_KEY,
-        secret_key_file=directory / "unused-key",
-        media_root=directory / "media",
-    )
-    return mail_settings(base, smtp_port=module_smtp.port)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """The module's client, each answer followed by the work its request left running
-    (the reset lookup runs detached from the request), so the tests see its rows."""
-
-    async def settle(_response: httpx.Response) -> None:
-        await resources_of(app).background.drain()
-
-    async with asgi_client(app) as client:
-        client.event_hooks["response"].append(settle)
-        yield client
-
-
-async def _outbox_settled(app: FastAPI) -> bool:
-    async with resources_of(app).sessionmaker() as db:
-        pending = await db.scalar(
-            select(func.count()).select_from(OutboxEmail).where(OutboxEmail.status == "pending")
-        )
-    return pending == 0
-
-
-@pytest.fixture
-async def smtp(app: FastAPI, module_smtp: SmtpServer) -> SmtpServer:
-    """The module's SMTP server with nothing received and the outbox empty."""
-    await eventually(lambda: _outbox_settled(app), "the outbox delivered")
-    async with resources_of(app).sessionmaker() as db, db.begin():
-        await db.execute(delete(OutboxEmail))
-    module_smtp.received.clear()
-    return module_smtp
 
 
 async def outbox_rows(app: FastAPI) -> list[OutboxEmail]:
@@ -105,10 +60,6 @@ async def outbox_rows(app: FastAPI) -> list[OutboxEmail]:
 async def token_rows(app: FastAPI) -> list[PasswordResetToken]:
     async with resources_of(app).sessionmaker() as db:
         return list((await db.scalars(select(PasswordResetToken))).all())
-
-
-def token_of(link: str) -> str:
-    return parse_qs(urlsplit(link).query)["token"][0]
 
 
 async def ask(client: httpx.AsyncClient, email: str = ALICE) -> httpx.Response:
@@ -174,7 +125,7 @@ async def test_the_link_arrives_and_sets_the_password(
     notice = (await smtp.wait_for(2))[1]
     assert notice.rcpt_tos == [ALICE]
     assert "token=" not in notice.text
-    await eventually(lambda: _outbox_settled(app), "the outbox delivered")
+    await eventually(lambda: outbox_settled(app), "the outbox delivered")
     rows_sent = await outbox_rows(app)
     assert [row.kind for row in rows_sent] == [MailKind.PASSWORD_RESET, MailKind.PASSWORD_CHANGED]
     assert all(row.status == "sent" and row.secret is None for row in rows_sent)
@@ -195,7 +146,7 @@ async def test_known_and_unknown_addresses_get_the_same_answer(
 
     assert headers(known) == headers(unknown)
     await smtp.wait_for(1)
-    await eventually(lambda: _outbox_settled(app), "the outbox delivered")
+    await eventually(lambda: outbox_settled(app), "the outbox delivered")
     assert [row.recipient for row in await outbox_rows(app)] == [ALICE]
     assert len(smtp.received) == 1
 
@@ -276,8 +227,8 @@ async def test_a_failure_after_the_answer_is_logged_without_the_address(
     finally:
         event.remove(engine, "before_cursor_execute", fail)
     assert response.status_code == 202
-    failures = [r.getMessage() for r in caplog.records if r.name == "app.password_reset"]
-    assert failures == ["password reset request not processed: RuntimeError"]
+    failures = [r.getMessage() for r in caplog.records if r.name == "app.background"]
+    assert failures == ["background work failed: RuntimeError"]
     assert ALICE not in caplog.text
     assert await token_rows(app) == []
 
@@ -458,7 +409,7 @@ async def test_requests_per_email_are_limited_silently(
     over = await ask(client)
     assert over.content == first.content
     await smtp.wait_for(5)
-    await eventually(lambda: _outbox_settled(app), "the outbox delivered")
+    await eventually(lambda: outbox_settled(app), "the outbox delivered")
     assert len(await outbox_rows(app)) == 5
     assert len(smtp.received) == 5
     limiter = resources_of(app).throttle
@@ -496,7 +447,7 @@ async def test_no_token_in_the_logs(
     await confirm(client, token, "12345678")
     await confirm(client, token)
     await confirm(client, token)
-    await eventually(lambda: _outbox_settled(app), "the outbox delivered")
+    await eventually(lambda: outbox_settled(app), "the outbox delivered")
     logged = [record.getMessage() for record in caplog.records if record.name != "mail.log"]
     assert logged
     assert not [line for line in logged if token in line or hash_token(token) in line]

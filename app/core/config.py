@@ -36,6 +36,7 @@ EmailBackend = Literal["smtp", "console", "file", "off"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 DEFAULT_PASSWORD_RESET_PATH = "/account/reset-password?token={token}"  # noqa: S105
+DEFAULT_EMAIL_VERIFY_PATH = "/account/verify-email?token={token}"
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 # The highest AVATAR_MAX_PIXELS accepted (8192x8192): a decoded RGBA image of this size
@@ -123,6 +124,15 @@ class Settings(DatabaseSettings):
         default="5/hour",
         description="Password-reset requests per email address, known or not; over it the "
         "answer is still 202 and nothing is sent.",
+    )
+    email_verify_limit_per_address: str = Field(
+        default="20/hour",
+        description="Verification-link resend requests per client address (429).",
+    )
+    email_verify_limit_per_email: str = Field(
+        default="5/hour",
+        description="Verification-link resend requests per email address, known or not; over "
+        "it the answer is still 202 and nothing is sent.",
     )
     redis_url: str | None = Field(
         default=None, description="redis://host:6379/0 to share throttling counts."
@@ -213,6 +223,21 @@ class Settings(DatabaseSettings):
         default=timedelta(hours=1),
         description="How long a reset link works: seconds or ISO 8601, 30 seconds to 1 day.",
     )
+    email_verify_url: str = Field(
+        default=f"{{PUBLIC_URL}}{DEFAULT_EMAIL_VERIFY_PATH}",
+        description="The link of a verification email: a template holding {token}, and "
+        "{PUBLIC_URL} for PUBLIC_URL. Point it at a frontend's own page.",
+    )
+    email_verify_ttl: timedelta = Field(
+        default=timedelta(days=1),
+        description="How long a verification link works: seconds or ISO 8601, 5 minutes to "
+        "30 days.",
+    )
+    require_verified_email: bool = Field(
+        default=False,
+        description="Refuse logins (403 email_not_verified) of accounts whose email address "
+        "is not verified.",
+    )
 
     _split_lists = field_validator(
         "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"
@@ -225,6 +250,8 @@ class Settings(DatabaseSettings):
         "register_limit_per_address",
         "password_reset_limit_per_address",
         "password_reset_limit_per_email",
+        "email_verify_limit_per_address",
+        "email_verify_limit_per_email",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -307,6 +334,7 @@ class Settings(DatabaseSettings):
         "refresh_token_ttl",
         "legacy_simplejwt_access_token_lifetime",
         "password_reset_ttl",
+        "email_verify_ttl",
         mode="before",
     )
     @classmethod
@@ -328,16 +356,24 @@ class Settings(DatabaseSettings):
             raise ValueError("REFRESH_TOKEN_TTL must be between 5 minutes and 365 days")
         return ttl
 
-    @field_validator("password_reset_url")
+    @field_validator("email_verify_ttl")
     @classmethod
-    def _link_template(cls, value: str) -> str:
+    def _verify_ttl(cls, ttl: timedelta) -> timedelta:
+        if not timedelta(minutes=5) <= ttl <= timedelta(days=30):
+            raise ValueError("EMAIL_VERIFY_TTL must be between 5 minutes and 30 days")
+        return ttl
+
+    @field_validator("password_reset_url", "email_verify_url")
+    @classmethod
+    def _link_template(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip()
+        name = (info.field_name or "").upper()
         if "{token}" not in value:
-            raise ValueError(f"PASSWORD_RESET_URL must contain {{token}}, got {value!r}")
+            raise ValueError(f"{name} must contain {{token}}, got {value!r}")
         probe = value.replace("{PUBLIC_URL}", DEFAULT_PUBLIC_URL).replace("{token}", "t")
         if "{" in probe or "}" in probe or not re.fullmatch(r"https?://[^\s]+", probe):
             raise ValueError(
-                "PASSWORD_RESET_URL must be an http(s) URL holding {token} (and optionally "
+                f"{name} must be an http(s) URL holding {{token}} (and optionally "
                 f"{{PUBLIC_URL}}), got {value!r}"
             )
         return value
@@ -420,9 +456,11 @@ class Settings(DatabaseSettings):
     def password_reset_link(self, token: str) -> str:
         """PASSWORD_RESET_URL with PUBLIC_URL and ``token`` put in (plain replacement, not
         str.format: a URL may hold other braces' look-alikes)."""
-        return self.password_reset_url.replace("{PUBLIC_URL}", self.public_url).replace(
-            "{token}", token
-        )
+        return _fill_link(self.password_reset_url, self.public_url, token)
+
+    def email_verify_link(self, token: str) -> str:
+        """EMAIL_VERIFY_URL with PUBLIC_URL and ``token`` put in, as `password_reset_link`."""
+        return _fill_link(self.email_verify_url, self.public_url, token)
 
     @property
     def uses_hmac(self) -> bool:
@@ -470,3 +508,7 @@ def _load_or_create_key_file(settings: Settings) -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def _fill_link(template: str, public_url: str, token: str) -> str:
+    return template.replace("{PUBLIC_URL}", public_url).replace("{token}", token)

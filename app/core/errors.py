@@ -72,7 +72,9 @@ class InvalidCredentials(NotAuthenticated):
 
 
 class InvalidResetToken(AppError):
-    """A link's token (password reset) that is unknown, used, superseded or expired.
+    """A link's token (password reset, email verification) that is unknown, used,
+    superseded or expired, or (verification) was sent to an address the account no longer
+    has.
 
     The same code as the bearer token's `InvalidToken`, at 400 instead of 401 (issue 12's
     contract): the request is not unauthenticated, its body holds a bad value, and a 401
@@ -119,6 +121,16 @@ class InvalidCurrentPassword(AppError):
     status_code = 403
     code = "invalid_current_password"
     detail = "The current password is incorrect"
+
+
+class EmailNotVerified(AppError):
+    """The right password of an account whose address is unverified, while
+    REQUIRE_VERIFIED_EMAIL is on (a wrong password stays 401: only who knows the password
+    learns that the account exists and waits for verification)."""
+
+    status_code = 403
+    code = "email_not_verified"
+    detail = "Confirm your email address first: follow the link sent to it, or ask for a new one"
 
 
 class LastSuperuser(AppError):

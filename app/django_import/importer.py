@@ -42,6 +42,7 @@ from app.core.identifiers import claimed_identifiers, normalize_email, normalize
 from app.core.images import CONTENT_TYPES, reencode
 from app.core.logging import database_error_facts
 from app.core.security import hash_cost_problem, is_native_password_hash
+from app.models.base import utcnow
 from app.models.user import PASSWORD_HASH_MAX
 from app.repositories import password_reset as password_reset_repo
 from app.repositories import user_import
@@ -102,6 +103,8 @@ class ImportOptions:
     dry_run: bool = False
     skip_invalid: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
+    # Mark the imported addresses verified (Django never checked them: off by default).
+    emails_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +531,8 @@ async def _write(
         new: list[dict[str, Any]] = []
         changed: list[dict[str, Any]] = []
         new_passwords: list[int] = []  # accounts whose password the source changed
+        new_emails: list[int] = []  # accounts whose address the source changed
+        imported_ids: list[int] = []  # every valid, imported row of the batch
         for values in rows:
             existing = ours.get(values["id"])
             if existing is not None and not existing["imported"]:
@@ -535,6 +540,7 @@ async def _write(
                 report.failures.append(RowProblem(values["id"], LOCAL_ACCOUNT))
                 failed.add(values["id"])
                 continue
+            imported_ids.append(values["id"])
             update = _merge(values, existing)
             if update is None:
                 report.unchanged += 1
@@ -544,6 +550,8 @@ async def _write(
                 changed.append(update)
                 if update["password"] != existing["password"]:
                     new_passwords.append(update["id"])
+                if update["email"] != existing["email"]:
+                    new_emails.append(update["id"])
         report.created += len(new)
         report.updated += len(changed)
         if writing:
@@ -553,6 +561,10 @@ async def _write(
             await user_import.reclaim_identifiers_many(db, [*changed, *new])
             # A password change cancels a pending reset link, here as anywhere.
             await password_reset_repo.delete_for_users(db, new_passwords)
+            # A new address from the source is not one this service saw verified.
+            await user_import.set_emails_verified(db, new_emails, None)
+            if options.emails_verified:
+                await user_import.set_emails_verified(db, imported_ids, utcnow())
         say(f"{report.read}/{total} rows read")
     await db.flush()
     return highest

@@ -1,5 +1,6 @@
 from app.models.auth_session import AuthSession
 from app.models.base import Base
+from app.models.email_verification import EmailVerificationToken
 from app.models.login_identifier import LoginIdentifier
 from app.models.outbox import OutboxEmail
 from app.models.password_reset import PasswordResetToken
@@ -8,6 +9,7 @@ from app.models.user import User, UserSnapshot
 __all__ = [
     "AuthSession",
     "Base",
+    "EmailVerificationToken",
     "LoginIdentifier",
     "OutboxEmail",
     "PasswordResetToken",

@@ -68,6 +68,9 @@ class User(Base):
     # Tokens issued before this moment are refused (logout-all, password change,
     # deactivation): it ends our tokens and, above all, legacy ones, which have no session.
     tokens_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # When the current address was confirmed (a verification link, createsuperuser, an
+    # admin, `import-django --emails-verified`); None: unverified. Cleared when it changes.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     def __repr__(self) -> str:  # never include the password hash
         return f"<User id={self.id} username={self.username!r}>"

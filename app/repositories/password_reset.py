@@ -5,35 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.password_reset import PasswordResetToken
 from app.models.user import User
+from app.repositories import link_tokens
 
 
 async def replace(
     db: AsyncSession, user_id: int, token_hash: str, now: datetime, expires_at: datetime
 ) -> None:
-    """The account's reset token is now this one: one upsert on the unique ``user_id``, so
-    of two concurrent requests for an account the later write wins and only one link
-    works (no check before a write to race with)."""
-    values = {
-        "user_id": user_id,
-        "token_hash": token_hash,
-        "created_at": now,
-        "expires_at": expires_at,
-        "used_at": None,
-    }
-    dialect = sqlite if db.get_bind().dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(PasswordResetToken).values(**values)
-    await db.execute(
-        statement.on_conflict_do_update(
-            index_elements=[PasswordResetToken.user_id],
-            set_={name: statement.excluded[name] for name in values if name != "user_id"},
-        )
+    """The account's reset token is now this one (`link_tokens.replace`)."""
+    values = {"user_id": user_id, "token_hash": token_hash}
+    await link_tokens.replace(
+        db, PasswordResetToken, {**values, "created_at": now, "expires_at": expires_at}
     )
 
 
@@ -41,38 +27,12 @@ async def get_live(
     db: AsyncSession, token_hash: str, now: datetime
 ) -> tuple[PasswordResetToken, User] | None:
     """The unused, unexpired token with this hash and its user."""
-    row = (
-        await db.execute(
-            select(PasswordResetToken, User)
-            .join(User, User.id == PasswordResetToken.user_id)
-            .where(
-                PasswordResetToken.token_hash == token_hash,
-                PasswordResetToken.used_at.is_(None),
-                PasswordResetToken.expires_at > now,
-            )
-        )
-    ).first()
-    return None if row is None else (row[0], row[1])
+    return await link_tokens.get_live(db, PasswordResetToken, token_hash, now)
 
 
 async def consume(db: AsyncSession, token_id: int, token_hash: str, now: datetime) -> bool:
-    """Mark the token used, only if it still is unused, unexpired and this token (not
-    replaced by a newer request). One conditional UPDATE: of concurrent confirmations
-    exactly one matches the row (PostgreSQL re-checks the WHERE after the row lock;
-    SQLite serialises writers)."""
-    result = await db.execute(
-        update(PasswordResetToken)
-        .where(
-            PasswordResetToken.id == token_id,
-            PasswordResetToken.token_hash == token_hash,
-            PasswordResetToken.used_at.is_(None),
-            PasswordResetToken.expires_at > now,
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    """Mark the token used if it still may be (`link_tokens.consume`)."""
+    return await link_tokens.consume(db, PasswordResetToken, token_id, token_hash, now)
 
 
 async def delete_for_user(db: AsyncSession, user_id: int) -> None:

@@ -4,6 +4,7 @@ never a round trip per row."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, text, update
@@ -58,6 +59,20 @@ async def update_many(db: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> No
         statement,
         [{f"new_{k}" if k != "id" else "key_id": v for k, v in row.items()} for row in rows],
     )
+
+
+async def set_emails_verified(
+    db: AsyncSession, user_ids: Sequence[int], verified_at: datetime | None
+) -> None:
+    """Mark these imported accounts' addresses verified at ``verified_at`` (an earlier
+    verification is kept), or unverified (None)."""
+    if not user_ids:
+        return
+    table = _USERS
+    statement = update(table).where(table.c.id.in_(user_ids), table.c.imported.is_(True))
+    if verified_at is not None:
+        statement = statement.where(table.c.email_verified_at.is_(None))
+    await db.execute(statement.values(email_verified_at=verified_at))
 
 
 async def reclaim_identifiers_many(db: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from app.dependencies import (
     ReadSessionDep,
     ReadStaffUser,
     SessionDep,
+    SettingsDep,
     SuperUser,
     TrigramStatsDep,
 )
@@ -121,12 +122,18 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, db: ReadSessionDep) -
     ),
     summary="Update a user (superuser)",
     description="Partial update of the profile fields and `is_active`, `is_staff`, "
-    "`is_superuser`. A deactivated user's tokens stop working at once.",
+    "`is_superuser`, `email_verified`. A deactivated user's tokens stop working at once. A "
+    "new email is unverified unless `email_verified` is sent too; a link to confirm it goes "
+    "there, and a notice to the old address.",
 )
 async def update_user(
-    user_id: UserId, data: AdminUserUpdate, _superuser: SuperUser, db: SessionDep
+    user_id: UserId,
+    data: AdminUserUpdate,
+    _superuser: SuperUser,
+    db: SessionDep,
+    settings: SettingsDep,
 ) -> UserRead:
-    return UserRead.model_validate(await admin.update_user(db, user_id, data))
+    return UserRead.model_validate(await admin.update_user(db, settings, user_id, data))
 
 
 @router.delete(

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from app.core.errors import (
+    EmailNotVerified,
     EmailTaken,
     InactiveUser,
     InvalidCredentials,
@@ -24,6 +25,7 @@ from app.dependencies import (
     PasswordHasherDep,
     ResourcesDep,
     SessionDep,
+    SettingsDep,
     ThrottleDep,
     TokenCodecDep,
 )
@@ -36,6 +38,9 @@ from app.routers.responses import (
     error_responses,
 )
 from app.schemas.auth import (
+    EmailVerifyRequest,
+    EmailVerifyResend,
+    EmailVerifyResendAccepted,
     LoginForm,
     LoginRequest,
     LogoutRequest,
@@ -48,7 +53,7 @@ from app.schemas.auth import (
 )
 from app.schemas.user import UserRead
 from app.services import auth as auth_service
-from app.services import auth_sessions, password_reset
+from app.services import auth_sessions, email_verification, password_reset
 from app.services.auth_sessions import TokenPair
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
@@ -73,15 +78,17 @@ def _token_response(pair: TokenPair) -> Token:
         BODY_ERRORS, DATABASE_ERRORS, THROTTLE_ERRORS, UsernameTaken, EmailTaken, PasswordRejected
     ),
     summary="Register a new user",
+    description="A link to confirm the address (valid for EMAIL_VERIFY_TTL) is emailed to it.",
 )
 async def register(
     data: RegisterRequest,
     db: SessionDep,
+    settings: SettingsDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
 ) -> UserRead:
-    user = await auth_service.sign_up(db, hasher, throttle, data, client_address)
+    user = await auth_service.sign_up(db, settings, hasher, throttle, data, client_address)
     return UserRead.model_validate(user)
 
 
@@ -118,11 +125,18 @@ LOGIN_REQUEST_BODY = {
     "/token",
     response_model=Token,
     responses=error_responses(
-        BODY_ERRORS, DATABASE_ERRORS, THROTTLE_ERRORS, InvalidCredentials, UnsupportedMediaType
+        BODY_ERRORS,
+        DATABASE_ERRORS,
+        THROTTLE_ERRORS,
+        InvalidCredentials,
+        EmailNotVerified,
+        UnsupportedMediaType,
     ),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
     "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
+    "With REQUIRE_VERIFIED_EMAIL, the right password of an account whose address is not "
+    "verified gets 403 `email_not_verified`. "
     "Attempts are throttled per client address, per identifier and address, and per account "
     "across addresses (429 + Retry-After).",
     openapi_extra=LOGIN_REQUEST_BODY,
@@ -130,6 +144,7 @@ LOGIN_REQUEST_BODY = {
 async def login(
     credentials: Annotated[LoginRequest, Depends(read_login_credentials)],
     db: SessionDep,
+    settings: SettingsDep,
     hasher: PasswordHasherDep,
     codec: TokenCodecDep,
     throttle: ThrottleDep,
@@ -143,6 +158,7 @@ async def login(
         credentials.username,
         credentials.password,
         client_address,
+        require_verified_email=settings.require_verified_email,
     )
     return _token_response(pair)
 
@@ -245,3 +261,59 @@ async def confirm_password_reset(
         db, hasher, throttle, data.token, data.new_password, client_address
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/verify-email",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(
+        BODY_ERRORS,
+        DATABASE_ERRORS,
+        THROTTLE_ERRORS,
+        InvalidResetToken,
+        descriptions={
+            400: "The token is unknown, used, superseded or expired, or was sent to an "
+            "address the account no longer has (`invalid_token`), or the body could not be "
+            "parsed.",
+        },
+    ),
+    summary="Confirm an email address with the token of a verification link",
+    description="The token works once, and only while the account still has the address it "
+    "was sent to. Throttled per client address (429 + Retry-After).",
+)
+async def verify_email(
+    data: EmailVerifyRequest,
+    db: SessionDep,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
+) -> Response:
+    await email_verification.verify(db, throttle, data.token, client_address)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/verify-email/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EmailVerifyResendAccepted,
+    responses=error_responses(BODY_ERRORS, THROTTLE_ERRORS),
+    summary="Ask for a new verification link by email",
+    description="Always 202 with the same body. A new link (replacing any earlier one) goes "
+    "only to an active account whose address is not verified yet. Throttled per client "
+    "address (429 + Retry-After) and per email (over that limit: 202, nothing sent). The "
+    "account is looked up after the answer is sent, so its time does not depend on the "
+    "address either.",
+)
+async def resend_verification(
+    data: EmailVerifyResend,
+    resources: ResourcesDep,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
+) -> EmailVerifyResendAccepted:
+    if await email_verification.accept_resend_request(throttle, data.email, client_address):
+        await resources.background.spawn(
+            email_verification.send_resend_link,
+            resources.sessionmaker,
+            resources.settings,
+            data.email,
+        )
+    return EmailVerifyResendAccepted()

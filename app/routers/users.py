@@ -20,6 +20,7 @@ from app.dependencies import (
     PasswordHasherDep,
     ReadCurrentUser,
     SessionDep,
+    SettingsDep,
     ThrottleDep,
 )
 from app.models.user import UserSnapshot
@@ -30,7 +31,7 @@ from app.routers.responses import (
     THROTTLE_ERRORS,
     error_responses,
 )
-from app.schemas.user import AccountDelete, PasswordChange, ProfileUpdate, UserRead
+from app.schemas.user import AccountDelete, EmailStatus, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
 router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
@@ -83,17 +84,33 @@ async def get_profile(user: ReadCurrentUser) -> UserSnapshot:
     summary="Update the user profile",
     description="Partial update: send only the fields to change. Changing `email` or "
     "`username` requires `current_password` in the same body. The same rules as at "
-    "registration; a taken username or email (whatever its case) is a 409.",
+    "registration; a taken username or email (whatever its case) is a 409. A new email is "
+    "unverified: a link to confirm it goes there, and a notice to the old address.",
 )
 async def update_profile(
     data: ProfileUpdate,
     user: CurrentUser,
     db: SessionDep,
+    settings: SettingsDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
 ) -> UserRead:
-    updated = await account.update_profile(db, hasher, throttle, user, data)
+    updated = await account.update_profile(db, settings, hasher, throttle, user, data)
     return UserRead.model_validate(updated)
+
+
+@router.get(
+    "/profile/email",
+    response_model=EmailStatus,
+    responses=PROFILE_RESPONSES,
+    summary="The signed-in user's email address and whether it is verified",
+)
+async def get_email_status(user: CurrentUser) -> EmailStatus:
+    return EmailStatus(
+        email=user.email,
+        verified=user.email_verified_at is not None,
+        verified_at=user.email_verified_at,
+    )
 
 
 @router.put(

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -102,6 +102,16 @@ class JWKS(BaseModel):
 RESET_TOKEN_MAX = 256
 
 
+def _link_token(description: str) -> Any:
+    """The field of a token from an emailed link (reset, verification)."""
+    return Field(
+        min_length=1,
+        max_length=RESET_TOKEN_MAX,
+        description=description,
+        json_schema_extra={"writeOnly": True},
+    )
+
+
 class PasswordResetRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,13 +129,25 @@ class PasswordResetAccepted(BaseModel):
 class PasswordResetConfirm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    token: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=RESET_TOKEN_MAX,
-            description="The token of the reset link.",
-            json_schema_extra={"writeOnly": True},
-        ),
-    ]
+    token: Annotated[str, _link_token("The token of the reset link.")]
     new_password: NewPassword
+
+
+class EmailVerifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: Annotated[str, _link_token("The token of the verification link.")]
+
+
+class EmailVerifyResend(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+
+
+class EmailVerifyResendAccepted(BaseModel):
+    """The same answer whether or not an account has the address, verified or not."""
+
+    detail: str = Field(
+        default="If an account has this unverified address, a new link to confirm it is on its way."
+    )

@@ -99,13 +99,29 @@ class AccountDelete(BaseModel):
 
 
 class AdminUserUpdate(ProfileFields):
-    """What a superuser may change: the profile fields and the three flags."""
+    """What a superuser may change: the profile fields, the three flags and whether the
+    address is verified."""
 
     is_active: StrictBool | None = None
     is_staff: StrictBool | None = None
     is_superuser: StrictBool | None = None
+    email_verified: StrictBool | None = Field(
+        default=None,
+        description="Mark the address verified (true) or not (false). Changing `email` "
+        "without it makes the new address unverified and emails it a link.",
+    )
 
-    _no_null_flags = field_validator("is_active", "is_staff", "is_superuser")(_not_null)
+    _no_null_flags = field_validator("is_active", "is_staff", "is_superuser", "email_verified")(
+        _not_null
+    )
+
+
+class EmailStatus(BaseModel):
+    """The signed-in user's address and whether it is verified."""
+
+    email: str
+    verified: bool
+    verified_at: datetime | None = Field(description="When it was verified; null if not.")
 
 
 class UserListQuery(BaseModel):

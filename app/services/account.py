@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
 from app.core.db import after_commit, after_rollback
 from app.core.errors import (
     FileTooLarge,
@@ -30,6 +31,7 @@ from app.core.storage import MediaStorage
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.user import PasswordChange, ProfileUpdate
+from app.services import email_verification
 from app.services.password_reset import password_changed
 from app.services.throttle import Throttle, account_key
 
@@ -59,17 +61,22 @@ async def verify_current_password(
 
 async def update_profile(
     db: AsyncSession,
+    settings: Settings,
     hasher: PasswordHasher,
     throttle: Throttle,
     user: User,
     data: ProfileUpdate,
 ) -> User:
     """Partial update; the email or username only change with the current password (a
-    stolen access token alone cannot take over the account's identity)."""
+    stolen access token alone cannot take over the account's identity). A new email is
+    unverified and gets a link; the old one a notice (`email_verification.email_changed`)."""
     changes = _changed(user, data.model_dump(exclude_unset=True, exclude={"current_password"}))
     if data.current_password is not None or any(field in changes for field in CREDENTIAL_FIELDS):
         await verify_current_password(hasher, throttle, user, data.current_password)
+    old_email = user.email
     await apply_changes(db, user, changes)
+    if "email" in changes:
+        await email_verification.email_changed(db, settings, user, old_email)
     return user
 
 

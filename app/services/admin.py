@@ -7,13 +7,14 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
 from app.core.errors import UserNotFound
 from app.core.storage import MediaStorage
 from app.models.user import User
 from app.repositories import user_search
 from app.repositories import users as users_repo
 from app.schemas.user import AdminUserUpdate, UserListQuery
-from app.services import auth_sessions
+from app.services import auth_sessions, email_verification
 from app.services.account import apply_changes, ensure_a_superuser_remains, remove_user
 from app.services.search_probe import (
     COMMON_MIN_ROWS,
@@ -51,18 +52,24 @@ async def get_user(db: AsyncSession, user_id: int) -> User:
     return user
 
 
-async def update_user(db: AsyncSession, user_id: int, data: AdminUserUpdate) -> User:
+async def update_user(
+    db: AsyncSession, settings: Settings, user_id: int, data: AdminUserUpdate
+) -> User:
     """Profile fields and flags. Deactivating or demoting the last active superuser is a 409.
 
     Deactivation takes effect at once (the current-user dependency loads the user on every
-    request) and ends every session, so reactivating does not revive old tokens.
+    request) and ends every session, so reactivating does not revive old tokens. A new
+    email is unverified (a link goes there, a notice to the old one) unless
+    ``email_verified`` says otherwise in the same request.
     """
     user = await get_user(db, user_id)
+    email_verified = data.email_verified
     changes = {
         field: value
-        for field, value in data.model_dump(exclude_unset=True).items()
+        for field, value in data.model_dump(exclude_unset=True, exclude={"email_verified"}).items()
         if getattr(user, field) != value
     }
+    old_email = user.email
     demotes = (
         user.is_active
         and user.is_superuser
@@ -75,6 +82,12 @@ async def update_user(db: AsyncSession, user_id: int, data: AdminUserUpdate) -> 
         await ensure_a_superuser_remains(db)
     if changes.get("is_active") is False:
         await auth_sessions.revoke_all(db, user.id)
+    if "email" in changes:
+        await email_verification.email_changed(
+            db, settings, user, old_email, verified=email_verified is True
+        )
+    elif email_verified is not None:
+        await email_verification.set_verified(db, user, email_verified)
     return user
 
 

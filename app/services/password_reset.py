@@ -16,7 +16,6 @@ reset (active, usable password), the token row and the outbox row are written af
 from __future__ import annotations
 
 import hashlib
-import logging
 import secrets
 from datetime import datetime, timedelta
 
@@ -36,8 +35,6 @@ from app.services import auth_sessions, mail
 from app.services.throttle import Throttle, account_key
 
 TOKEN_BYTES = 32
-
-logger = logging.getLogger("app.password_reset")
 
 
 def hash_token(token: str) -> str:
@@ -72,17 +69,11 @@ async def send_reset_link(
     email: str,
     now: datetime | None = None,
 ) -> None:
-    """The rest of a reset request, run detached from the request (`BackgroundWork`), so
-    no answer's time tells whether the address has an account: look it up and, for an
-    account that may reset, write its token and the email in one transaction.
-
-    It has no client to answer: a failure (the database down, say) is logged, without the
-    address, and the user asks again."""
-    try:
-        async with committing_db(sessionmaker) as db:
-            await request_reset(db, settings, email, now)
-    except Exception as exc:
-        logger.error("password reset request not processed: %s", type(exc).__name__)
+    """The rest of a reset request, run detached from the request (`BackgroundWork`, which
+    logs a failure by its type only: there is no client to answer), so no answer's time
+    tells whether the address has an account; in a transaction of its own."""
+    async with committing_db(sessionmaker) as db:
+        await request_reset(db, settings, email, now)
 
 
 async def request_reset(

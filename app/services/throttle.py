@@ -21,8 +21,10 @@ The current-password checks of the profile endpoints count per account
 (LOGIN_LIMIT_PER_ACCOUNT, cleared by a success) and then in the account's ceiling.
 Registrations count per address. Password-reset requests count per address (429) and per
 email (over it the answer stays 202 and nothing is sent), unknown emails included; reset
-confirmations per address. Addresses are counted per IPv4 address and per IPv6 /64
-(an IPv4-mapped IPv6 address as its IPv4 address); anything unparsable as itself.
+confirmations per address. Verification-link resend requests and verifications count the
+same way, with their own EMAIL_VERIFY_LIMIT_* counts. Addresses are counted per IPv4
+address and per IPv6 /64 (an IPv4-mapped IPv6 address as its IPv4 address); anything
+unparsable as itself.
 
 Counts live in memory (`BoundedMemoryStorage`, at most MEMORY_STORE_MAX_KEYS keys) or,
 with REDIS_URL, in Redis, where limits' moving-window script sets every key to expire with
@@ -113,6 +115,8 @@ class Throttle:
         self._registrations = limits.parse(settings.register_limit_per_address)
         self._resets_per_address = limits.parse(settings.password_reset_limit_per_address)
         self._resets_per_email = limits.parse(settings.password_reset_limit_per_email)
+        self._verifies_per_address = limits.parse(settings.email_verify_limit_per_address)
+        self._verifies_per_email = limits.parse(settings.email_verify_limit_per_email)
 
     async def login_attempt(self, identifier: str, address: str) -> None:
         """Count a login against the address, then the (identifier, address) pair; 429 from
@@ -176,6 +180,19 @@ class Throttle:
     async def password_reset_confirm_attempt(self, address: str) -> None:
         """A reset confirmation, per address (its own count, at the requests' limit)."""
         await self._hit(self._resets_per_address, "reset-confirm-address", address_key(address))
+
+    async def email_verify_resend_attempt(self, email: str, address: str) -> bool:
+        """A request for a new verification link: as `password_reset_attempt`, with the
+        EMAIL_VERIFY_LIMIT_* counts."""
+        await self._hit(self._verifies_per_address, "verify-address", address_key(address))
+        with _storage_guard():
+            return await self._limiter.hit(
+                self._verifies_per_email, "verify-email", identifier_key(email)
+            )
+
+    async def email_verify_attempt(self, address: str) -> None:
+        """A verification (a token sent), per address, at the resend requests' limit."""
+        await self._hit(self._verifies_per_address, "verify-token-address", address_key(address))
 
     async def password_reset_done(
         self, account: str, identifiers: tuple[str, ...], address: str
