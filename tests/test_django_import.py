@@ -414,6 +414,33 @@ async def reset_link_holders(app: FastAPI) -> set[int]:
         return set(await db.scalars(select(PasswordResetToken.user_id)))
 
 
+async def give_reset_links(app: FastAPI, *user_ids: int) -> None:
+    now = datetime.now(UTC)
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        for user_id in user_ids:
+            await password_reset_repo.replace(
+                db, user_id, f"{user_id:064x}", now, now + timedelta(hours=1)
+            )
+
+
+async def import_with_source_value(
+    capsys: pytest.CaptureFixture[str],
+    django_source: DjangoSource,
+    column: str,
+    value: str,
+    original: str,
+    user_id: int,
+) -> Outcome:
+    """Import once with ``column`` of the source row ``user_id`` set to ``value``; the
+    source row gets ``original`` back afterwards."""
+    statement = f"UPDATE {django_source.table} SET {column} = :value WHERE id = :id"
+    await source_sql(django_source, statement, value=value, id=user_id)
+    try:
+        return await import_django(capsys, django_source)
+    finally:
+        await source_sql(django_source, statement, value=original, id=user_id)
+
+
 @pytest.fixture
 async def source_imported(
     app: FastAPI, django_source: DjangoSource, media: Path, capsys: pytest.CaptureFixture[str]
@@ -428,34 +455,34 @@ async def test_a_new_password_from_the_source_cancels_a_reset_link(
 ) -> None:
     django_source = source_imported
     changed, kept = django_source.id("bcrypt_user"), django_source.id("pbkdf2_default")
-    now = datetime.now(UTC)
-    async with resources_of(app).sessionmaker() as db, db.begin():
-        for user_id in (changed, kept):
-            await password_reset_repo.replace(
-                db, user_id, f"{user_id:064x}", now, now + timedelta(hours=1)
-            )
-    table = django_source.table
-    original = await stored_hash(app, changed)
+    await give_reset_links(app, changed, kept)
     new_hash = (
         PASSWORD_CONTEXT.handler("django_pbkdf2_sha256")
         .using(rounds=1000)
         .hash("changed-in-Django-1")
     )
-    await source_sql(
-        django_source,
-        f"UPDATE {table} SET password = :hash WHERE id = :id",
-        hash=new_hash,
-        id=changed,
+    original = await stored_hash(app, changed)
+    outcome = await import_with_source_value(
+        capsys, django_source, "password", new_hash, original, changed
     )
-    try:
-        outcome = await import_django(capsys, django_source)
-    finally:
-        await source_sql(
-            django_source,
-            f"UPDATE {table} SET password = :hash WHERE id = :id",
-            hash=original,
-            id=changed,
-        )
+    assert outcome.summary()["updated"] == 1
+    assert await reset_link_holders(app) == {kept}
+
+
+async def test_a_new_email_from_the_source_cancels_a_reset_link(
+    app: FastAPI, source_imported: DjangoSource, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link sent to the address the account had must not reset it once the source moved
+    the account to another address."""
+    django_source = source_imported
+    changed, kept = django_source.id("bcrypt_user"), django_source.id("pbkdf2_default")
+    await give_reset_links(app, changed, kept)
+    async with resources_of(app).sessionmaker() as db:
+        original = await db.scalar(select(User.email).where(User.id == changed))
+    assert isinstance(original, str)
+    outcome = await import_with_source_value(
+        capsys, django_source, "email", "moved-elsewhere@example.net", original, changed
+    )
     assert outcome.summary()["updated"] == 1
     assert await reset_link_holders(app) == {kept}
 

@@ -311,6 +311,31 @@ async def test_a_profile_password_change_cancels_the_link_and_sends_a_notice(
     assert notice.message["Subject"] != smtp.received[0].message["Subject"]
 
 
+@pytest.mark.parametrize("by", ["profile", "admin"])
+async def test_an_email_change_cancels_a_link_sent_to_the_old_address(
+    app: FastAPI, client: httpx.AsyncClient, smtp: SmtpServer, by: str
+) -> None:
+    """Whoever reads the old mailbox must not take the account with a link sent there."""
+    token = await alice_token(app, client, smtp)
+    if by == "profile":
+        response = await client.patch(
+            "/api/v1/users/profile",
+            json={"email": "alice.new@example.com", "current_password": PASSWORD},
+            headers=bearer((await sign_in(app))["access_token"]),
+        )
+    else:
+        await add_user(app, username="root", email="root@example.com", is_superuser=True)
+        response = await client.patch(
+            "/api/v1/users/1",
+            json={"email": "alice.new@example.com"},
+            headers=bearer((await sign_in(app, "root"))["access_token"]),
+        )
+    assert response.status_code == 200, response.text
+    assert (await confirm(client, token)).json()["code"] == "invalid_token"
+    assert await token_rows(app) == []
+    assert await logs_in(client, PASSWORD, "alice.new@example.com") == 200
+
+
 async def test_an_expired_token_is_refused(
     app: FastAPI, client: httpx.AsyncClient, smtp: SmtpServer
 ) -> None:

@@ -559,8 +559,9 @@ async def _write(
             await user_import.update_many(db, changed)
             await user_import.insert_many(db, new)
             await user_import.reclaim_identifiers_many(db, [*changed, *new])
-            # A password change cancels a pending reset link, here as anywhere.
-            await password_reset_repo.delete_for_users(db, new_passwords)
+            # A new password or a new address cancels a pending reset link, as anywhere:
+            # a link sent to the old address must not reset the account.
+            await password_reset_repo.delete_for_users(db, sorted({*new_passwords, *new_emails}))
             # A new address from the source is not one this service saw verified.
             await user_import.set_emails_verified(db, new_emails, None)
             if options.emails_verified:

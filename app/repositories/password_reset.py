@@ -36,13 +36,13 @@ async def consume(db: AsyncSession, token_id: int, token_hash: str, now: datetim
 
 
 async def delete_for_user(db: AsyncSession, user_id: int) -> None:
-    """Cancel the account's reset link (its password changed)."""
+    """Cancel the account's reset link (its password or its email changed)."""
     await delete_for_users(db, [user_id])
 
 
 async def delete_for_users(db: AsyncSession, user_ids: Sequence[int]) -> None:
-    """Cancel these accounts' reset links (their passwords changed: profile, reset, a
-    Django import bringing a new hash)."""
+    """Cancel these accounts' reset links (their passwords or emails changed: profile,
+    admin, reset, a Django import bringing a new hash or address)."""
     if user_ids:
         await db.execute(
             delete(PasswordResetToken)

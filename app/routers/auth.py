@@ -241,7 +241,8 @@ async def request_password_reset(
         PasswordRejected,
         descriptions={
             400: "The token is unknown, used, superseded or expired (`invalid_token`), or the "
-            "body could not be parsed.",
+            "body is not UTF-8 or is nested too deeply (`bad_request`; malformed JSON is a "
+            "422).",
             422: "Invalid input, or `new_password` breaks a password rule.",
         },
     ),
@@ -273,8 +274,8 @@ async def confirm_password_reset(
         InvalidResetToken,
         descriptions={
             400: "The token is unknown, used, superseded or expired, or was sent to an "
-            "address the account no longer has (`invalid_token`), or the body could not be "
-            "parsed.",
+            "address the account no longer has (`invalid_token`), or the body is not UTF-8 or "
+            "is nested too deeply (`bad_request`; malformed JSON is a 422).",
         },
     ),
     summary="Confirm an email address with the token of a verification link",

@@ -25,6 +25,7 @@ from app.mail.messages import MailKind
 from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import email_verification as tokens_repo
+from app.repositories import password_reset as reset_tokens_repo
 from app.repositories import users as users_repo
 from app.services import mail
 from app.services.password_reset import TOKEN_BYTES, describe, hash_token
@@ -57,7 +58,11 @@ async def email_changed(
     """What every change of address does (profile, admin), after the new one is saved: it is
     unverified and gets a link (unless an administrator vouches for it: ``verified``), and
     the old address is told where the account's mail goes now. One transaction with the
-    change; the new link replaces the old address's, which so verifies nothing."""
+    change; the new link replaces the old address's, which so verifies nothing, and a
+    pending password-reset link (sent to the old address) is cancelled: whoever reads the
+    old mailbox must not be able to take the account (Django's reset tokens die with the
+    email too)."""
+    await reset_tokens_repo.delete_for_user(db, user.id)
     if verified:
         user.email_verified_at = utcnow()
         await users_repo.save(db)
