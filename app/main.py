@@ -82,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
+            # Read by the front end: the back-off of a 429/503 and the id to quote in a report.
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,  # one preflight per 10 minutes per URL, not one per request
         )
     app.add_middleware(
         BodySizeLimitMiddleware,

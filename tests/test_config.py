@@ -74,7 +74,9 @@ def test_explicit_key_does_not_touch_the_key_file(tmp_path: Path) -> None:
         ({"environment": "staging", "secret_key": LONG_KEY}, "environment"),
         ({"database_url": "postgresql://u@h/db", "secret_key": LONG_KEY}, "async driver"),
         ({"database_url": "mysql://x", "secret_key": LONG_KEY}, "async driver"),
-        ({"cors_origins": "*", "secret_key": LONG_KEY}, "explicit http(s) origins"),
+        ({"cors_origins": "*", "secret_key": LONG_KEY}, "CORS_ORIGINS entries"),
+        ({"cors_origins": "https://a.example/app", "secret_key": LONG_KEY}, "CORS_ORIGINS"),
+        ({"cors_origins": "a.example:3000", "secret_key": LONG_KEY}, "CORS_ORIGINS"),
         ({"access_token_ttl": 0, "secret_key": LONG_KEY}, "ACCESS_TOKEN_TTL"),
         ({"max_body_bytes": 10, "secret_key": LONG_KEY}, "max_body_bytes"),
         ({"jwt_algorithm": "none", "secret_key": LONG_KEY}, "jwt_algorithm"),
@@ -247,3 +249,16 @@ def test_serve_in_production_needs_an_email_backend(tmp_path: Path) -> None:
     assert "EMAIL_BACKEND is required in production" in result.stderr
     assert "EMAIL_BACKEND=off" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cors_origins_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copied URL (trailing slash, capitals) still matches the browser's Origin header."""
+    monkeypatch.setenv("SECRET_KEY", LONG_KEY)
+    monkeypatch.setenv(
+        "CORS_ORIGINS", "http://localhost:3000/, HTTPS://App.Example, http://[::1]:8080"
+    )
+    assert make().cors_origins == [
+        "http://localhost:3000",
+        "https://app.example",
+        "http://[::1]:8080",
+    ]

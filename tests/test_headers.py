@@ -62,3 +62,35 @@ async def test_cors_allows_only_configured_origins(
     else:
         assert preflight.status_code == 400
         assert "access-control-allow-origin" not in preflight.headers
+
+
+async def test_cors_preflight_with_a_copied_origin_just_works(settings: Settings) -> None:
+    """CORS_ORIGINS='http://localhost:3000/' (trailing slash) serves that front end."""
+    origins = Settings.model_validate(
+        {"cors_origins": "http://localhost:3000/", "secret_key": "k" * 32}
+    ).cors_origins
+    configured = settings.model_copy(update={"cors_origins": origins})
+    async with running_app(configured) as app, asgi_client(app) as client:
+        await add_user(app)
+        preflight = await client.options(
+            "/api/v1/users/profile",
+            headers={
+                "Origin": "http://localhost:3000",
+                "Access-Control-Request-Method": "PATCH",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        answer = await client.get(
+            "/api/v1/users/profile", headers={"Origin": "http://localhost:3000"}
+        )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert preflight.headers["access-control-max-age"] == "600"
+    assert "PATCH" in preflight.headers["access-control-allow-methods"]
+    assert answer.status_code == 401
+    assert answer.headers["access-control-allow-origin"] == "http://localhost:3000"
+    exposed = {
+        h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")
+    }
+    assert {"retry-after", "x-request-id"} <= exposed
+    assert answer.headers["x-request-id"]

@@ -43,6 +43,7 @@ _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # takes 256 MiB, so the setting cannot be raised into memory-exhaustion territory.
 AVATAR_PIXELS_CEILING = 8192 * 8192
 _PIXELS = re.compile(r"\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*")
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?", re.IGNORECASE)
 
 
 class DatabaseSettings(BaseSettings):
@@ -272,13 +273,20 @@ class Settings(DatabaseSettings):
 
     @field_validator("cors_origins")
     @classmethod
-    def _no_wildcard(cls, origins: list[str]) -> list[str]:
+    def _origins(cls, origins: list[str]) -> list[str]:
+        """Normalise to what a browser sends in ``Origin``: a trailing slash is dropped
+        (a copied URL) and the scheme and host are lower-cased; anything else refused."""
+        normalised: list[str] = []
         for origin in origins:
-            if origin == "*" or not origin.startswith(("http://", "https://")):
+            candidate = origin.rstrip("/")
+            match = _ORIGIN.fullmatch(candidate)
+            if match is None:
                 raise ValueError(
-                    f"CORS_ORIGINS entries must be explicit http(s) origins, got {origin!r}"
+                    "CORS_ORIGINS entries must be explicit origins scheme://host[:port] "
+                    f"(http or https, no path, no wildcard), got {origin!r}"
                 )
-        return origins
+            normalised.append(candidate.lower())
+        return list(dict.fromkeys(normalised))
 
     @field_validator("avatar_max_pixels", mode="before")
     @classmethod
