@@ -97,3 +97,13 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
     response = await client.delete("/api/v1/auth/token")
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+async def test_405_allow_lists_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """Not only the methods of the first route matching the path (Starlette's answer)."""
+    response = await client.put("/api/v1/users/profile", json={})
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    allowed = {method.strip() for method in response.headers["allow"].split(",")}
+    assert {"GET", "PATCH", "DELETE"} <= allowed
+    assert "PUT" not in allowed

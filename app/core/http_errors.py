@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.db_errors import DATABASE_ERROR_TYPES, is_database_unavailable
 from app.core.errors import AppError, FieldRejected, ServiceUnavailable
@@ -162,12 +163,35 @@ async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_exception_handler(_request: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the path supports, for a 405's ``Allow``.
+
+    Starlette answers 405 from the first route whose path matches, with that route's methods
+    only (``PUT /users/profile`` said ``Allow: POST`` though GET, PATCH and DELETE exist): the
+    methods of all the app's routes matching the path are gathered here instead."""
+    methods: set[str] = set()
+    routes = request.app.router.routes
+    for method in _METHODS:
+        # Asking each route whether it fully matches the path under every method keeps to
+        # the routes' public `matches` (included routers are not flattened in app.routes).
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            methods.add(method)
+    return ", ".join(sorted(methods)) or None
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = exc.headers
+    if exc.status_code == MethodNotAllowed.status_code and (allow := _allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allow}
     return JSONResponse(
         _error_body(exc.detail, getattr(exc, "code", None) or _code_for_status(exc.status_code)),
         status_code=exc.status_code,
-        headers=exc.headers,
+        headers=headers,
     )
 
 
