@@ -36,6 +36,18 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def _install_index(app: FastAPI, *, expose_docs: bool) -> None:
+    """``GET /``: where to go from the root, for whoever opens the bare URL (outside the
+    schema, like the pages). The docs links are left out when EXPOSE_DOCS is off."""
+    links = {"docs": "/docs", "openapi": "/openapi.json"} if expose_docs else {}
+    links["health"] = "/healthz"
+
+    async def index() -> dict[str, str]:
+        return dict(links)
+
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -74,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.expose_docs:
         install_docs(app)
     install_pages(app)  # the pages of the default email links, outside the schema
+    _install_index(app, expose_docs=settings.expose_docs)
     app.include_router(media.router)
 
     if settings.cors_origins:

@@ -225,3 +225,15 @@ def test_media_images_are_binary_strings(schema: dict[str, Any]) -> None:
     content = schema["paths"]["/media/{name}"]["get"]["responses"]["200"]["content"]
     binary = {"schema": {"type": "string", "format": "binary"}}
     assert content == {"image/png": binary, "image/jpeg": binary, "image/webp": binary}
+
+
+@pytest.mark.parametrize("expose_docs", [True, False])
+async def test_root_links_to_docs_and_health(settings: Settings, expose_docs: bool) -> None:
+    configured = settings.model_copy(update={"expose_docs": expose_docs})
+    async with running_app(configured) as app, asgi_client(app) as client:
+        response = await client.get("/")
+        schema = app.openapi() if expose_docs else None
+    assert response.status_code == 200
+    expected = {"docs": "/docs", "openapi": "/openapi.json"} if expose_docs else {}
+    assert response.json() == {**expected, "health": "/healthz"}
+    assert schema is None or "/" not in schema["paths"]
