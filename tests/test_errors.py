@@ -107,3 +107,15 @@ async def test_405_allow_lists_every_method_of_the_path(client: httpx.AsyncClien
     allowed = {method.strip() for method in response.headers["allow"].split(",")}
     assert {"GET", "PATCH", "DELETE"} <= allowed
     assert "PUT" not in allowed
+
+
+async def test_preflight_without_cors_names_cors_origins(client: httpx.AsyncClient) -> None:
+    """With CORS_ORIGINS unset a browser's preflight reaches the routes: the 405 says why."""
+    response = await client.options(
+        "/api/v1/users/profile",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
+    )
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert "CORS_ORIGINS" in response.json()["detail"]
+    assert "access-control-allow-origin" not in response.headers

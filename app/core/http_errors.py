@@ -186,10 +186,15 @@ def _allowed_methods(request: Request) -> str | None:
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     headers = exc.headers
-    if exc.status_code == MethodNotAllowed.status_code and (allow := _allowed_methods(request)):
-        headers = {**(headers or {}), "Allow": allow}
+    detail = exc.detail
+    if exc.status_code == MethodNotAllowed.status_code:
+        if allow := _allowed_methods(request):
+            headers = {**(headers or {}), "Allow": allow}
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            # A browser's CORS preflight reaches the routes only when CORS is off.
+            detail = f"{detail}: a CORS preflight; to allow this origin, add it to CORS_ORIGINS"
     return JSONResponse(
-        _error_body(exc.detail, getattr(exc, "code", None) or _code_for_status(exc.status_code)),
+        _error_body(detail, getattr(exc, "code", None) or _code_for_status(exc.status_code)),
         status_code=exc.status_code,
         headers=headers,
     )
