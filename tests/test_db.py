@@ -3,6 +3,8 @@ SQL errors without their parameters."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import traceback
 
 import pytest
@@ -15,7 +17,7 @@ from app.core.errors import AppError, RefreshTokenReused, UserNotFound
 from app.core.logging import database_error_facts
 from app.dependencies import SessionDep
 from app.resources import resources_of
-from tests.conftest import asgi_client
+from tests.conftest import asgi_client, is_postgres
 
 
 @pytest.mark.parametrize(
@@ -93,3 +95,43 @@ async def test_the_id_counter_never_moves_back(app: FastAPI) -> None:
         )
         new_id = await connection.scalar(text("SELECT MAX(id) FROM users"))
     assert new_id == 1001
+
+
+async def test_a_deadlock_victim_gets_a_503_to_retry_not_a_500(
+    fresh_app: FastAPI, database_url: str
+) -> None:
+    """Two requests lock two rows in opposite orders: on PostgreSQL one of them is the
+    deadlock's victim, answered 503 + Retry-After (nothing written; send it again); on
+    SQLite writers queue and both succeed."""
+    async with resources_of(fresh_app).sessionmaker() as db, db.begin():
+        await db.execute(text("CREATE TABLE IF NOT EXISTS deadlock_probe (id INTEGER PRIMARY KEY)"))
+        await db.execute(text("DELETE FROM deadlock_probe"))
+        await db.execute(text("INSERT INTO deadlock_probe (id) VALUES (1), (2)"))
+    both_hold_one = asyncio.Barrier(2)
+
+    async def lock_in_order(first: int, db: SessionDep) -> dict[str, str]:
+        update = text("UPDATE deadlock_probe SET id = id WHERE id = :id")
+        await db.execute(update, {"id": first})
+        # On SQLite the other request waits for this one's commit: the barrier times out.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(both_hold_one.wait(), timeout=2)
+        await db.execute(update, {"id": 3 - first})
+        return {}
+
+    fresh_app.add_api_route("/test-deadlock/{first}", lock_in_order)
+    try:
+        async with asgi_client(fresh_app) as client:
+            answers = await asyncio.gather(
+                client.get("/test-deadlock/1"), client.get("/test-deadlock/2")
+            )
+    finally:
+        async with resources_of(fresh_app).sessionmaker() as db, db.begin():
+            await db.execute(text("DROP TABLE deadlock_probe"))
+    statuses = sorted(answer.status_code for answer in answers)
+    if is_postgres(database_url):
+        assert statuses == [200, 503], [answer.text for answer in answers]
+        refused = next(answer for answer in answers if answer.status_code == 503)
+        assert refused.json()["code"] == "service_unavailable"
+        assert refused.headers["Retry-After"]
+    else:
+        assert statuses == [200, 200]

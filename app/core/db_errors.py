@@ -62,6 +62,20 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and _raised_by_database_layer(exc)
 
 
+# PostgreSQL chose this transaction as the victim of a deadlock, or could not serialise
+# it: nothing was written, and the same request can succeed when sent again.
+_ASYNCPG_CONFLICT: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+
+def is_transient_conflict(exc: BaseException) -> bool:
+    """True when PostgreSQL refused ``exc``'s transaction because of concurrent ones (a
+    deadlock victim, a serialisation failure): a retry, not a bug in the request."""
+    return any(isinstance(item, _ASYNCPG_CONFLICT) for item in _chain(exc))
+
+
 # The exception types a database outage can surface as, for the handlers to catch; each
 # one is classified by `is_database_unavailable`.
 DATABASE_ERROR_TYPES: tuple[type[Exception], ...] = (

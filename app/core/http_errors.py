@@ -25,7 +25,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.core.db_errors import DATABASE_ERROR_TYPES, is_database_unavailable
+from app.core.db_errors import (
+    DATABASE_ERROR_TYPES,
+    is_database_unavailable,
+    is_transient_conflict,
+)
 from app.core.errors import AppError, FieldRejected, ServiceUnavailable
 
 logger = logging.getLogger("app.errors")
@@ -220,7 +224,19 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
 
 async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
     """The one place database outages become 503 + Retry-After. The session dependency has
-    already rolled back, so nothing of the request was written."""
+    already rolled back, so nothing of the request was written. A transaction PostgreSQL
+    aborted because of concurrent ones (a deadlock victim) is answered the same way: the
+    request can be sent again as it is."""
+    if is_transient_conflict(exc):
+        logger.warning(
+            "database conflict on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return await _app_error_handler(
+            request, ServiceUnavailable("Concurrent changes collided in the database; try again")
+        )
     if not is_database_unavailable(exc):
         return await _unexpected_error_handler(request, exc)
     logger.warning(
