@@ -28,7 +28,7 @@ from app.repositories import email_verification as tokens_repo
 from app.repositories import password_reset as reset_tokens_repo
 from app.repositories import users as users_repo
 from app.services import mail
-from app.services.password_reset import TOKEN_BYTES, describe, hash_token
+from app.services.password_reset import TOKEN_BYTES, enqueue_link_email, hash_token
 from app.services.throttle import Throttle
 
 
@@ -42,13 +42,13 @@ async def send_link(
     await tokens_repo.replace(
         db, user.id, hash_token(token), user.email, now, now + settings.email_verify_ttl
     )
-    mail.enqueue(
+    enqueue_link_email(
         db,
-        kind=MailKind.VERIFY_EMAIL,
-        to=user.email,
-        context={"username": user.username, "valid_for": describe(settings.email_verify_ttl)},
-        secret={"link": settings.email_verify_link(token)},
-        now=now,
+        MailKind.VERIFY_EMAIL,
+        user,
+        settings.email_verify_link(token),
+        settings.email_verify_ttl,
+        now,
     )
 
 

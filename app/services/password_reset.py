@@ -51,6 +51,26 @@ def describe(duration: timedelta) -> str:
     return f"{seconds} seconds"
 
 
+def enqueue_link_email(
+    db: AsyncSession,
+    kind: MailKind,
+    user: User,
+    link: str,
+    valid_for: timedelta,
+    now: datetime,
+) -> None:
+    """The email of a link with a token (reset, verification): the link only in the
+    outbox row's secret part, erased once sent."""
+    mail.enqueue(
+        db,
+        kind=kind,
+        to=user.email,
+        context={"username": user.username, "valid_for": describe(valid_for)},
+        secret={"link": link},
+        now=now,
+    )
+
+
 def may_reset(user: User | None) -> bool:
     """Django's PasswordResetForm.get_users: an active account with a usable password."""
     return user is not None and user.is_active and is_usable_password_hash(user.password)
@@ -88,13 +108,13 @@ async def request_reset(
         return
     now = now or utcnow()
     await tokens_repo.replace(db, user.id, token_hash, now, now + settings.password_reset_ttl)
-    mail.enqueue(
+    enqueue_link_email(
         db,
-        kind=MailKind.PASSWORD_RESET,
-        to=user.email,
-        context={"username": user.username, "valid_for": describe(settings.password_reset_ttl)},
-        secret={"link": settings.password_reset_link(token)},
-        now=now,
+        MailKind.PASSWORD_RESET,
+        user,
+        settings.password_reset_link(token),
+        settings.password_reset_ttl,
+        now,
     )
 
 
