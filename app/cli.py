@@ -136,6 +136,7 @@ async def _create_superuser(settings: Settings, username: str, email: str, passw
     from app.core.security import PasswordHasher
     from app.models.base import utcnow
     from app.schemas.auth import RegisterRequest
+    from app.services import audit
     from app.services.auth import register
 
     try:
@@ -153,6 +154,14 @@ async def _create_superuser(settings: Settings, username: str, email: str, passw
             user.is_superuser = True
             # Typed by the operator who runs the service: no link to confirm it.
             user.email_verified_at = utcnow()
+            audit.record(
+                db,
+                audit.EventType.USER_REGISTERED,
+                user_id=user.id,
+                actor_id=None,
+                origin=audit.Origin(),
+                details={"via": "createsuperuser"},
+            )
             await db.flush()
             return user.id
     except AppError as exc:

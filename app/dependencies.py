@@ -11,7 +11,9 @@ plain ``def`` dependency in the thread pool, two thread hops per request each.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -23,11 +25,13 @@ from app.core.config import Settings
 from app.core.db import committing_db
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
+from app.core.logging import request_id_var
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User, UserSnapshot
 from app.resources import AppResources, resources_of
 from app.services import auth_sessions
+from app.services.audit import Origin
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle
 
@@ -98,6 +102,14 @@ async def get_client_address(request: Request, settings: SettingsDep) -> str:
 
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
 
+
+async def get_origin(request: Request, address: ClientAddressDep) -> Origin:
+    """Where the request comes from, for the audit trail and the session list."""
+    return Origin.of(address, request.headers.get("user-agent"), request_id_var.get())
+
+
+OriginDep = Annotated[Origin, Depends(get_origin)]
+
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
 
@@ -117,23 +129,40 @@ async def get_bearer_token(request: Request, token: Annotated[str | None, Depend
 BearerToken = Annotated[str, Depends(get_bearer_token)]
 
 
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """The signed-in user and the auth session of the request's token (None for a token of
+    the replaced service, which has none)."""
+
+    user: User
+    auth_session_id: uuid.UUID | None
+
+
 async def _signed_in(
     request: Request,
     db: AsyncSession,
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None,
-) -> User:
-    user = await auth_sessions.user_from_access_token(db, codec, token, legacy_codec)
+) -> SignIn:
+    user, auth_session_id = await auth_sessions.resolve_sign_in(
+        auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+    )
     request.state.user_id = user.id  # for the request log line
-    return user
+    return SignIn(user, auth_session_id)
+
+
+async def get_sign_in(request: Request, token: BearerToken, db: SessionDep) -> SignIn:
+    """The signed-in user with the token's session: for their own endpoints, where the
+    replaced service's tokens work too (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
+    resources = resources_of(request.app)
+    return await _signed_in(request, db, resources.token_codec, token, resources.legacy_token_codec)
 
 
 async def get_current_user(request: Request, token: BearerToken, db: SessionDep) -> User:
-    """The signed-in user, for their own endpoints: the replaced service's tokens work
-    here (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
-    resources = resources_of(request.app)
-    return await _signed_in(request, db, resources.token_codec, token, resources.legacy_token_codec)
+    """`get_sign_in`'s user. Not a dependency on it: each layer of dependencies costs every
+    request that uses it (see `_part`)."""
+    return (await get_sign_in(request, token, db)).user
 
 
 async def get_current_user_from_own_token(
@@ -141,9 +170,11 @@ async def get_current_user_from_own_token(
 ) -> User:
     """The signed-in user, from one of this service's tokens only: staff and superuser
     routes refuse the replaced service's (401; staff log in again)."""
-    return await _signed_in(request, db, resources_of(request.app).token_codec, token, None)
+    resources = resources_of(request.app)
+    return (await _signed_in(request, db, resources.token_codec, token, None)).user
 
 
+CurrentSignIn = Annotated[SignIn, Depends(get_sign_in)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 OwnTokenUser = Annotated[User, Depends(get_current_user_from_own_token)]
 

@@ -80,6 +80,12 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
         ("/api/v1/users/{user_id}", "get"): {"200", "401", "403", "404", "422"},
         ("/api/v1/users/{user_id}", "patch"): {"200", "401", "403", "404", "409", *body},
         ("/api/v1/users/{user_id}", "delete"): {"204", "401", "403", "404", "409", "422"},
+        ("/api/v1/users/profile/sessions", "get"): {"200", "401", "404"},
+        ("/api/v1/users/profile/sessions/{session_id}", "delete"): {"204", "401", "404", "422"},
+        ("/api/v1/users/profile/events", "get"): {"200", "401", "404", "422"},
+        ("/api/v1/events", "get"): {"200", "401", "403", "404", "422"},
+        ("/api/v1/users/{user_id}/sessions", "get"): {"200", "401", "403", "404", "422"},
+        ("/api/v1/users/{user_id}/sessions", "delete"): {"204", "401", "403", "404", "422"},
     }
     for statuses in expected.values():
         statuses.update({"500", "503"})  # every API route can meet a bug or a database outage

@@ -239,6 +239,18 @@ class Settings(DatabaseSettings):
         description="Refuse logins (403 email_not_verified) of accounts whose email address "
         "is not verified.",
     )
+    notify_new_device: bool = Field(
+        default=True,
+        description="Email the account when it is signed in to from a device (User-Agent "
+        "family and address) it has not used in the last 90 days.",
+    )
+    audit_retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Days the audit trail keeps an event (1 to 3650); older ones are purged "
+        "in the background and by `python -m app purge-events`.",
+    )
 
     _split_lists = field_validator(
         "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Self
 
 BEARER_CHALLENGE = MappingProxyType({"WWW-Authenticate": "Bearer"})
 
@@ -36,6 +37,12 @@ class AppError(Exception):
         if detail is not None:
             self.detail = detail
         super().__init__(self.detail)
+
+    def keeping_changes(self) -> Self:
+        """This occurrence commits the request's changes although it fails: a failed login
+        changes nothing but its audit event, which must be kept."""
+        self.keeps_changes = True
+        return self
 
 
 class NotAuthenticated(AppError):
@@ -91,6 +98,12 @@ class UserNotFound(AppError):
     status_code = 404
     code = "user_not_found"
     detail = "User not found"
+
+
+class AuthSessionNotFound(AppError):
+    status_code = 404
+    code = "session_not_found"
+    detail = "No such session"
 
 
 class NoPublicKeys(AppError):

@@ -276,6 +276,9 @@ class TokenCodec:
                 self._verify_keys[kid] = public
                 self.public_jwks.append(public_jwk)
 
+    def lifetime(self, token_type: TokenType) -> timedelta:
+        return self._ttl[token_type]
+
     def issue(
         self,
         token_type: TokenType,

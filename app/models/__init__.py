@@ -1,3 +1,4 @@
+from app.models.audit_event import AuditEvent
 from app.models.auth_session import AuthSession
 from app.models.base import Base
 from app.models.email_verification import EmailVerificationToken
@@ -7,6 +8,7 @@ from app.models.password_reset import PasswordResetToken
 from app.models.user import User, UserSnapshot
 
 __all__ = [
+    "AuditEvent",
     "AuthSession",
     "Base",
     "EmailVerificationToken",

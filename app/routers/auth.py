@@ -22,6 +22,7 @@ from app.core.errors import (
 from app.dependencies import (
     ClientAddressDep,
     CurrentUser,
+    OriginDep,
     PasswordHasherDep,
     ResourcesDep,
     SessionDep,
@@ -87,8 +88,9 @@ async def register(
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> UserRead:
-    user = await auth_service.sign_up(db, settings, hasher, throttle, data, client_address)
+    user = await auth_service.sign_up(db, settings, hasher, throttle, data, client_address, origin)
     return UserRead.model_validate(user)
 
 
@@ -149,16 +151,18 @@ async def login(
     codec: TokenCodecDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> Token:
     pair = await auth_service.login(
         db,
+        settings,
         hasher,
         codec,
         throttle,
         credentials.username,
         credentials.password,
         client_address,
-        require_verified_email=settings.require_verified_email,
+        origin,
     )
     return _token_response(pair)
 
@@ -178,8 +182,10 @@ async def login(
     description="Returns a new access token and a new refresh token; the one sent is spent. "
     "Sending a spent refresh token again revokes the whole session (401).",
 )
-async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecDep) -> Token:
-    return _token_response(await auth_sessions.refresh(db, codec, data.refresh_token))
+async def refresh_token(
+    data: RefreshRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
+) -> Token:
+    return _token_response(await auth_sessions.refresh(db, codec, data.refresh_token, origin))
 
 
 @router.post(
@@ -189,8 +195,10 @@ async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecD
     summary="End the session of a refresh token",
     description="Its access tokens stop working at once. Idempotent.",
 )
-async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> Response:
-    await auth_sessions.logout(db, codec, data.refresh_token)
+async def logout(
+    data: LogoutRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
+) -> Response:
+    await auth_sessions.logout(db, codec, data.refresh_token, origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -200,8 +208,8 @@ async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> R
     responses=error_responses(SIGNED_IN_ERRORS),
     summary="End every session of the signed-in user",
 )
-async def logout_all(user: CurrentUser, db: SessionDep) -> Response:
-    await auth_sessions.revoke_all(db, user.id)
+async def logout_all(user: CurrentUser, db: SessionDep, origin: OriginDep) -> Response:
+    await auth_sessions.end_all(db, user.id, actor_id=user.id, origin=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -222,10 +230,15 @@ async def request_password_reset(
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> PasswordResetAccepted:
     if await password_reset.accept_reset_request(throttle, data.email, client_address):
         await resources.background.spawn(
-            password_reset.send_reset_link, resources.sessionmaker, resources.settings, data.email
+            password_reset.send_reset_link,
+            resources.sessionmaker,
+            resources.settings,
+            data.email,
+            origin,
         )
     return PasswordResetAccepted()
 
@@ -257,9 +270,10 @@ async def confirm_password_reset(
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> Response:
     await password_reset.confirm_reset(
-        db, hasher, throttle, data.token, data.new_password, client_address
+        db, hasher, throttle, data.token, data.new_password, client_address, origin
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -287,8 +301,9 @@ async def verify_email(
     db: SessionDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> Response:
-    await email_verification.verify(db, throttle, data.token, client_address)
+    await email_verification.verify(db, throttle, data.token, client_address, origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -18,7 +18,8 @@ from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
-from app.services import auth_sessions, email_verification
+from app.services import audit, auth_sessions, email_verification, notices
+from app.services.audit import EventType, Origin
 from app.services.throttle import Throttle, account_key, unknown_account_key
 
 
@@ -48,25 +49,27 @@ async def sign_up(
     throttle: Throttle,
     data: RegisterRequest,
     client_address: str,
+    origin: Origin,
 ) -> User:
     """Registration from the API: counted per client address, then ``register``; a
     verification link goes to the new address in the same transaction."""
     await throttle.register_attempt(client_address)
     user = await register(db, hasher, data)
+    audit.record(db, EventType.USER_REGISTERED, user_id=user.id, actor_id=user.id, origin=origin)
     await email_verification.send_link(db, settings, user)
     return user
 
 
 async def login(
     db: AsyncSession,
+    settings: Settings,
     hasher: PasswordHasher,
     codec: TokenCodec,
     throttle: Throttle,
     identifier: str,
     password: str,
     client_address: str,
-    *,
-    require_verified_email: bool = False,
+    origin: Origin,
 ) -> auth_sessions.TokenPair:
     """Throttle, authenticate, start a session.
 
@@ -74,29 +77,71 @@ async def login(
     through between a check and a count; once the address, the (identifier, address) pair
     or the account's ceiling is out of attempts even the right password gets 429. A success
     clears the pair's count. Unknown user, wrong password and inactive user fail alike, at
-    the same cost. With ``require_verified_email``, the right password of an account whose
+    the same cost. With REQUIRE_VERIFIED_EMAIL, the right password of an account whose
     address is unverified is a 403 (after the throttle's success: it was no guess).
+
+    Every outcome is in the audit trail; a failure's event is its request's only write,
+    kept although the request fails. A failure for an identifier of no account records no
+    identifier. A sign-in from a new device is told to the account (NOTIFY_NEW_DEVICE).
     """
+    user: User | None = None
     try:
         await throttle.login_attempt(identifier, client_address)
         user = await users_repo.get_by_login(db, identifier)
         account = account_key(user.id) if user is not None else unknown_account_key(identifier)
         await throttle.account_attempt(account, client_address)
-    except TooManyRequests:
+    except TooManyRequests as throttled:
         metrics.record_login("throttled")
-        raise
+        if user is None:
+            user = await users_repo.get_by_login(db, identifier)
+        _login_event(db, EventType.LOGIN_THROTTLED, user, origin)
+        raise throttled.keeping_changes() from None
     check = await hasher.verify(password, user.password if user is not None else None)
     if user is None or not check.valid or not user.is_active:
         metrics.record_login("failed")
-        raise InvalidCredentials()
+        reason = (
+            "unknown_account" if user is None else "password" if not check.valid else "inactive"
+        )
+        _login_event(db, EventType.LOGIN_FAILED, user, origin, reason=reason)
+        raise InvalidCredentials().keeping_changes()
     await throttle.login_accepted(identifier, account, client_address)
-    if require_verified_email and user.email_verified_at is None:
+    if settings.require_verified_email and user.email_verified_at is None:
         metrics.record_login("failed")
-        raise EmailNotVerified()
+        _login_event(db, EventType.LOGIN_FAILED, user, origin, reason="email_not_verified")
+        raise EmailNotVerified().keeping_changes()
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
     user.last_login = utcnow()
-    await db.flush()
-    pair = await auth_sessions.start(db, codec, user)
+    new_device = settings.notify_new_device and await notices.is_new_device(db, user, origin)
+    pair = await auth_sessions.start(db, codec, user, origin)
+    audit.record(
+        db,
+        EventType.LOGIN_SUCCEEDED,
+        user_id=user.id,
+        actor_id=user.id,
+        origin=origin,
+        details={"session_id": str(pair.auth_session_id), "new_device": new_device},
+    )
+    if new_device:
+        notices.new_sign_in(db, user, origin)
     metrics.record_login("succeeded")
     return pair
+
+
+def _login_event(
+    db: AsyncSession,
+    event_type: EventType,
+    user: User | None,
+    origin: Origin,
+    *,
+    reason: str | None = None,
+) -> None:
+    """A refused login: the account when the identifier names one, never the identifier."""
+    audit.record(
+        db,
+        event_type,
+        user_id=user.id if user is not None else None,
+        actor_id=None,
+        origin=origin,
+        details={"reason": reason} if reason is not None else None,
+    )
