@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -270,6 +271,28 @@ def send_test_email(to: str) -> int:
     return asyncio.run(_send_test_email(settings, address))
 
 
+async def _purge_events(settings: Settings) -> int:
+    from app.core.db import create_engine, create_sessionmaker
+    from app.services import audit
+
+    engine = create_engine(settings)
+    try:
+        return await audit.purge(
+            create_sessionmaker(engine), timedelta(days=settings.audit_retention_days)
+        )
+    finally:
+        await engine.dispose()
+
+
+def purge_events() -> int:
+    """Delete the audit events older than AUDIT_RETENTION_DAYS now (the workers also do it
+    hourly)."""
+    settings = _load_settings(Settings)
+    deleted = asyncio.run(_purge_events(settings))
+    print(f"purged {deleted} audit events older than {settings.audit_retention_days} days")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="userservice")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -324,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 0 only when the backend accepted it)",
     )
     test_email.add_argument("--to", required=True, help="the recipient address")
+
+    commands.add_parser(
+        "purge-events", help="delete the audit events older than AUDIT_RETENTION_DAYS now"
+    )
     return parser
 
 
@@ -340,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return import_django(args)
         elif args.command == "send-test-email":
             return send_test_email(args.to)
+        elif args.command == "purge-events":
+            return purge_events()
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

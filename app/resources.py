@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from limits.aio.storage import Storage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -26,6 +27,7 @@ from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage, create_media_storage
 from app.mail.relay import EmailRelay, start_email_relay
 from app.repositories.live_users import LiveUserReader
+from app.services.housekeeping import Housekeeper
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle, create_storage
 
@@ -59,9 +61,11 @@ class AppResources:
     on other databases, where the read goes through `read_sessionmaker`."""
     trigram_stats: TrigramStats
     email_relay: EmailRelay
+    """Delivers the email outbox in the background (started here, stopped first)."""
     background: BackgroundWork
     """Work requests start and do not wait for (`app.core.background`)."""
-    """Delivers the email outbox in the background (started here, stopped first)."""
+    housekeeper: Housekeeper
+    """Purges the audit trail past AUDIT_RETENTION_DAYS, hourly."""
 
     @classmethod
     @asynccontextmanager
@@ -88,6 +92,9 @@ class AppResources:
             # Registered last, so it stops first: no delivery outlives the engine.
             email_relay = start_email_relay(settings, sessionmaker)
             cleanup.push_async_callback(email_relay.aclose)
+            housekeeper = Housekeeper(sessionmaker, timedelta(days=settings.audit_retention_days))
+            housekeeper.start()
+            cleanup.push_async_callback(housekeeper.aclose)
             # Last registered, first closed: running work ends before the relay and engine.
             background = BackgroundWork()
             cleanup.push_async_callback(background.aclose)
@@ -107,6 +114,7 @@ class AppResources:
                 trigram_stats=TrigramStats(),
                 email_relay=email_relay,
                 background=background,
+                housekeeper=housekeeper,
             )
 
 

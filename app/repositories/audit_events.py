@@ -52,10 +52,14 @@ async def page(
     return list((await db.scalars(query)).all())
 
 
-async def delete_before(db: AsyncSession, moment: datetime) -> int:
+async def delete_before(db: AsyncSession, moment: datetime, *, limit: int) -> int:
+    """Delete up to ``limit`` of the oldest events from before ``moment``; how many."""
+    oldest = (
+        select(AuditEvent.id).where(AuditEvent.at < moment).order_by(AuditEvent.id).limit(limit)
+    )
     result = await db.execute(
         delete(AuditEvent)
-        .where(AuditEvent.at < moment)
+        .where(AuditEvent.id.in_(oldest.scalar_subquery()))
         .execution_options(synchronize_session=False)
     )
     assert isinstance(result, CursorResult)

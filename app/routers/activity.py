@@ -84,7 +84,7 @@ async def list_own_sessions(sign_in: CurrentSignIn, db: SessionDep) -> SessionLi
             422: "The id is longer than 64 characters.",
             404: "No live session of the signed-in user has this id (another user's, ended, "
             "expired or unknown: `session_not_found`), or the token's user no longer exists "
-            "(`user_not_found`)."
+            "(`user_not_found`).",
         },
     ),
     summary="End one of the signed-in user's sessions",
