@@ -139,9 +139,7 @@ async def _empty_tables(app: FastAPI) -> None:
     engine = resources_of(app).engine
     async with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
-            await connection.execute(
-                text("TRUNCATE users, audit_events RESTART IDENTITY CASCADE")
-            )
+            await connection.execute(text("TRUNCATE users, audit_events RESTART IDENTITY CASCADE"))
         else:
             await connection.execute(text("DELETE FROM users"))
             await connection.execute(text("DELETE FROM audit_events"))
