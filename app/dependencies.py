@@ -26,11 +26,11 @@ from app.core.db import committing_db
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
 from app.core.logging import request_id_var
-from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
+from app.core.security import LegacyTokenClaims, LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User, UserSnapshot
 from app.resources import AppResources, resources_of
-from app.services import auth_sessions
+from app.services import auth_sessions, legacy_tokens
 from app.services.audit import Origin
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle
@@ -92,6 +92,10 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_db, scope="function")]
 
 async def get_client_address(request: Request, settings: SettingsDep) -> str:
     """The peer address, or X-Forwarded-For's client when the peer is a TRUSTED_PROXIES."""
+    return _client_address(request, settings)
+
+
+def _client_address(request: Request, settings: Settings) -> str:
     peer = request.client.host if request.client else "unknown"
     if not settings.trusted_proxies:
         return peer
@@ -105,6 +109,10 @@ ClientAddressDep = Annotated[str, Depends(get_client_address)]
 
 async def get_origin(request: Request, address: ClientAddressDep) -> Origin:
     """Where the request comes from, for the audit trail and the session list."""
+    return _origin(request, address)
+
+
+def _origin(request: Request, address: str) -> Origin:
     return Origin.of(address, request.headers.get("user-agent"), request_id_var.get())
 
 
@@ -145,11 +153,14 @@ async def _signed_in(
     token: str,
     legacy_codec: LegacyTokenCodec | None,
 ) -> SignIn:
-    user, auth_session_id = await auth_sessions.resolve_sign_in(
+    user, via = await auth_sessions.resolve_sign_in(
         auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
     )
     request.state.user_id = user.id  # for the request log line
-    return SignIn(user, auth_session_id)
+    if isinstance(via, LegacyTokenClaims):
+        await _legacy_token_used(request, user.id, via)
+        return SignIn(user, None)
+    return SignIn(user, via)
 
 
 async def get_sign_in(request: Request, token: BearerToken, db: SessionDep) -> SignIn:
@@ -203,13 +214,26 @@ async def _read_user(
     codec = resources.token_codec
     reader = resources.live_user_reader
     if reader is not None:
-        user = await auth_sessions.resolve_access_token(reader, codec, token, legacy_codec)
+        user, via = await auth_sessions.resolve_sign_in(reader, codec, token, legacy_codec)
     else:
         async with resources.read_sessionmaker() as db:
-            orm_user = await auth_sessions.user_from_access_token(db, codec, token, legacy_codec)
+            orm_user, via = await auth_sessions.resolve_sign_in(
+                auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+            )
             user = UserSnapshot.of(orm_user)
     request.state.user_id = user.id  # for the request log line
+    if isinstance(via, LegacyTokenClaims):
+        await _legacy_token_used(request, user.id, via)
     return user
+
+
+async def _legacy_token_used(request: Request, user_id: int, claims: LegacyTokenClaims) -> None:
+    """``legacy_token.used``, the first time each of the replaced service's tokens is."""
+    resources = resources_of(request.app)
+    origin = _origin(request, _client_address(request, resources.settings))
+    await legacy_tokens.note_use(
+        resources.throttle_storage, resources.sessionmaker, user_id, claims, origin
+    )
 
 
 ReadCurrentUser = Annotated[UserSnapshot, Depends(get_current_user_for_read)]

@@ -205,6 +205,8 @@ class TokenClaims:
 class LegacyTokenClaims:
     user_id: int
     issued_at: float
+    expires_at: float
+    jti: str
 
 
 def _b64url(data: bytes) -> str:
@@ -429,7 +431,9 @@ class LegacyTokenCodec:
             user_id = int(user_id)
         if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= ID_MAX:
             raise InvalidToken()
-        return LegacyTokenClaims(user_id=user_id, issued_at=issued_at)
+        return LegacyTokenClaims(
+            user_id=user_id, issued_at=issued_at, expires_at=expires, jti=str(claims["jti"])
+        )
 
 
 def is_native_password_hash(stored_hash: str) -> bool:

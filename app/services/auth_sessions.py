@@ -24,7 +24,13 @@ from app.core.errors import (
     SessionRevoked,
     UserNotFound,
 )
-from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
+from app.core.security import (
+    IssuedToken,
+    LegacyTokenClaims,
+    LegacyTokenCodec,
+    TokenCodec,
+    new_jti,
+)
 from app.models.auth_session import AuthSession
 from app.models.base import utcnow
 from app.models.user import User
@@ -229,13 +235,18 @@ async def resolve_access_token(
     return (await resolve_sign_in(users, codec, token, legacy_codec))[0]
 
 
+# How a token signs its user in: through a session of ours (its id), or as a token of the
+# replaced service (its claims).
+SignInVia = uuid.UUID | LegacyTokenClaims
+
+
 async def resolve_sign_in(
     users: UserLookup[UserT],
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None = None,
-) -> tuple[UserT, uuid.UUID | None]:
-    """`resolve_access_token`, with the token's session id (None for a legacy token)."""
+) -> tuple[UserT, SignInVia]:
+    """`resolve_access_token`, with the token's session id, or a legacy token's claims."""
     try:
         claims = codec.verify(token, "access")
     except InvalidToken:
@@ -247,7 +258,7 @@ async def resolve_sign_in(
             raise InvalidToken() from None
         if not _issued_in_time(holder.tokens_valid_after, legacy.issued_at, has_auth_session=False):
             raise SessionRevoked() from None
-        return holder, None
+        return holder, legacy
     user, auth_session_live = await users.user_with_auth_session_state(
         claims.user_id, claims.auth_session_id
     )
