@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import committing_db
+from app.core.encryption import DataKeys
 from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
 from app.core.logging import request_id_var
@@ -71,6 +72,7 @@ ThrottleDep = Annotated[Throttle, _part(lambda r: r.throttle)]
 MediaStorageDep = Annotated[MediaStorage, _part(lambda r: r.media_storage)]
 ImageProcessorDep = Annotated[ImageProcessor, _part(lambda r: r.image_processor)]
 TrigramStatsDep = Annotated[TrigramStats, _part(lambda r: r.trigram_stats)]
+DataKeysDep = Annotated[DataKeys, _part(lambda r: r.data_keys)]
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:

@@ -20,7 +20,18 @@ from app.core.middleware import (
     SecurityHeadersMiddleware,
 )
 from app.resources import AppResources, set_resources
-from app.routers import API_PREFIX, activity, admin, auth, health, keys, media, metrics, users
+from app.routers import (
+    API_PREFIX,
+    activity,
+    admin,
+    auth,
+    health,
+    keys,
+    media,
+    metrics,
+    mfa,
+    users,
+)
 from app.routers.docs import install_docs
 from app.routers.pages import install_pages
 from app.schemas.auth import LoginForm, LoginRequest
@@ -81,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     # Before admin: its /users/{user_id} must not take /users/profile/sessions.
     app.include_router(activity.router)
+    app.include_router(mfa.router)
     app.include_router(admin.router)
     app.include_router(auth.router)
     app.include_router(keys.router)

@@ -29,6 +29,10 @@ class AppError(Exception):
     code: str = "bad_request"
     detail: str = "Bad request"
     headers: Mapping[str, str] | None = None
+    # Members of the JSON body beside "detail" and "code" (e.g. the ``mfa_token``), and
+    # their names and descriptions for the schema.
+    extra: Mapping[str, str] | None = None
+    extra_fields: Mapping[str, str] = MappingProxyType({})
     # True when the request's database changes must be committed although it fails
     # (e.g. revoking a token family on refresh-token reuse).
     keeps_changes: bool = False
@@ -144,6 +148,57 @@ class EmailNotVerified(AppError):
     status_code = 403
     code = "email_not_verified"
     detail = "Confirm your email address first: follow the link sent to it, or ask for a new one"
+
+
+class MfaRequired(AppError):
+    """The right password of an account with a second factor: the client goes on with the
+    ``mfa_token`` at ``POST /auth/token/mfa``."""
+
+    status_code = 403
+    code = "mfa_required"
+    detail = "Enter the code of your authenticator app (or a recovery code) to finish signing in"
+    extra_fields = MappingProxyType(
+        {"mfa_token": "Send it with the code to POST /api/v1/auth/token/mfa (5 minutes, once)."}
+    )
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__()
+        self.extra = {"mfa_token": mfa_token}
+
+
+class InvalidMfaToken(NotAuthenticated):
+    code = "invalid_mfa_token"
+    detail = "The sign-in has expired, was finished, or had too many wrong codes: log in again"
+
+
+class InvalidCode(AppError):
+    status_code = 400
+    code = "invalid_code"
+    detail = "The code is wrong, expired or already used"
+
+
+class MfaAlreadyEnabled(AppError):
+    status_code = 409
+    code = "mfa_already_enabled"
+    detail = "Two-factor sign-in is already on: turn it off first to enrol a new device"
+
+
+class MfaNotEnabled(AppError):
+    status_code = 409
+    code = "mfa_not_enabled"
+    detail = "Two-factor sign-in is not on for this account"
+
+
+class MfaNotPending(AppError):
+    status_code = 409
+    code = "mfa_not_pending"
+    detail = "No enrolment to confirm: start one with POST /api/v1/users/profile/mfa/totp"
+
+
+class MfaUnavailable(AppError):
+    status_code = 503
+    code = "mfa_unavailable"
+    detail = "Two-factor sign-in is not configured on this server (DATA_ENCRYPTION_KEY)"
 
 
 class LastSuperuser(AppError):

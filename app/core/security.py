@@ -287,7 +287,10 @@ class TokenCodec:
         user_id: int,
         auth_session_id: uuid.UUID,
         jti: str | None = None,
+        amr: str = "pwd",
     ) -> IssuedToken:
+        """``amr``: the session's methods (space-separated); an access token of a session
+        that passed a second factor carries them as the RFC 8176 ``amr`` list."""
         now = int(time.time())
         ttl = self._ttl[token_type]
         claims = {
@@ -300,6 +303,8 @@ class TokenCodec:
             "jti": jti or new_jti(),
             "type": token_type,
         }
+        if amr != "pwd" and token_type == "access":  # noqa: S105
+            claims["amr"] = amr.split()
         headers = {"kid": self._kid} if self._kid else None
         token = jwt.encode(claims, self._signing_key, algorithm=self._algorithm, headers=headers)
         return IssuedToken(token=token, expires_in=int(ttl.total_seconds()))

@@ -42,6 +42,7 @@ class MailKind(StrEnum):
     EMAIL_CHANGED = "email_changed"
     TOKEN_REUSE = "token_reuse"  # noqa: S105
     NEW_SIGN_IN = "new_sign_in"
+    MFA_CHANGED = "mfa_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ KINDS: Mapping[MailKind, KindSpec] = {
     MailKind.TOKEN_REUSE: _spec({"username", "when"}),
     # device: the User-Agent (or "an unknown device"), ip: the address (or "unknown").
     MailKind.NEW_SIGN_IN: _spec({"username", "when", "device", "ip"}),
+    # change: one sentence, e.g. "Two-factor sign-in was turned on for your account."
+    MailKind.MFA_CHANGED: _spec({"username", "change"}),
 }
 
 _environment = Environment(

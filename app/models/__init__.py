@@ -3,6 +3,7 @@ from app.models.auth_session import AuthSession
 from app.models.base import Base
 from app.models.email_verification import EmailVerificationToken
 from app.models.login_identifier import LoginIdentifier
+from app.models.mfa import MfaChallenge, RecoveryCode, TotpCredential
 from app.models.outbox import OutboxEmail
 from app.models.password_reset import PasswordResetToken
 from app.models.user import User, UserSnapshot
@@ -13,8 +14,11 @@ __all__ = [
     "Base",
     "EmailVerificationToken",
     "LoginIdentifier",
+    "MfaChallenge",
     "OutboxEmail",
     "PasswordResetToken",
+    "RecoveryCode",
+    "TotpCredential",
     "User",
     "UserSnapshot",
 ]

@@ -10,6 +10,7 @@ from app.models.audit_event import IP_MAX, USER_AGENT_MAX
 from app.models.base import Base, UTCDateTime, utcnow
 
 JTI_LENGTH = 32
+AMR_MAX = 32
 
 
 class AuthSession(Base):
@@ -34,3 +35,6 @@ class AuthSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ip: Mapped[str | None] = mapped_column(String(IP_MAX), default=None)
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX), default=None)
+    # How the login proved who it was (RFC 8176 ``amr`` values, space-separated): "pwd", or
+    # "pwd otp" after a second factor. Its access tokens carry it, refreshed ones too.
+    amr: Mapped[str] = mapped_column(String(AMR_MAX), default="pwd")

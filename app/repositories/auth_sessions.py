@@ -23,8 +23,10 @@ async def create(
     expires_at: datetime,
     ip: str | None,
     user_agent: str | None,
+    amr: str = "pwd",
 ) -> AuthSession:
     auth_session = AuthSession(
+        amr=amr,
         id=uuid.uuid4(),
         user_id=user_id,
         refresh_jti=refresh_jti,
@@ -48,12 +50,13 @@ async def rotate(
     presented_jti: str,
     new_jti: str,
     expires_at: datetime,
-) -> bool:
+) -> str | None:
     """Swap the family's current refresh token id, only if ``presented_jti`` is still current.
 
     One conditional UPDATE: of concurrent refreshes with the same token, exactly one
     matches the row (PostgreSQL re-checks the WHERE after the row lock; SQLite serialises
-    writers), so there are never two valid successors.
+    writers), so there are never two valid successors. The session's ``amr`` when it was
+    rotated, None when not.
     """
     result = await db.execute(
         update(AuthSession)
@@ -64,10 +67,10 @@ async def rotate(
             AuthSession.revoked_at.is_(None),
         )
         .values(refresh_jti=new_jti, refreshed_at=utcnow(), expires_at=expires_at)
+        .returning(AuthSession.amr)
         .execution_options(synchronize_session=False)
     )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    return result.scalar_one_or_none()
 
 
 async def revoke(db: AsyncSession, auth_session_id: uuid.UUID, user_id: int) -> bool:

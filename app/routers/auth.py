@@ -13,6 +13,7 @@ from app.core.errors import (
     InvalidCredentials,
     InvalidResetToken,
     InvalidToken,
+    MfaRequired,
     PasswordRejected,
     RefreshTokenReused,
     SessionRevoked,
@@ -62,7 +63,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-def _token_response(pair: TokenPair) -> Token:
+def token_response(pair: TokenPair) -> Token:
     return Token(
         access_token=pair.access.token,
         refresh_token=pair.refresh.token,
@@ -132,13 +133,15 @@ LOGIN_REQUEST_BODY = {
         THROTTLE_ERRORS,
         InvalidCredentials,
         EmailNotVerified,
+        MfaRequired,
         UnsupportedMediaType,
     ),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
     "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
     "With REQUIRE_VERIFIED_EMAIL, the right password of an account whose address is not "
-    "verified gets 403 `email_not_verified`. "
+    "verified gets 403 `email_not_verified`. For an account with two-factor sign-in, the "
+    "right password gets 403 `mfa_required` with an `mfa_token` for `POST /auth/token/mfa`. "
     "Attempts are throttled per client address, per identifier and address, and per account "
     "across addresses (429 + Retry-After).",
     openapi_extra=LOGIN_REQUEST_BODY,
@@ -164,7 +167,7 @@ async def login(
         client_address,
         origin,
     )
-    return _token_response(pair)
+    return token_response(pair)
 
 
 @router.post(
@@ -185,7 +188,7 @@ async def login(
 async def refresh_token(
     data: RefreshRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
 ) -> Token:
-    return _token_response(await auth_sessions.refresh(db, codec, data.refresh_token, origin))
+    return token_response(await auth_sessions.refresh(db, codec, data.refresh_token, origin))
 
 
 @router.post(

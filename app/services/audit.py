@@ -44,6 +44,11 @@ class EventType(StrEnum):
     ADMIN_USER_UPDATED = "admin.user_updated"
     ADMIN_USER_DELETED = "admin.user_deleted"
     LEGACY_TOKEN_USED = "legacy_token.used"  # noqa: S105
+    MFA_ENABLED = "mfa.enabled"
+    MFA_DISABLED = "mfa.disabled"
+    MFA_RESET_BY_ADMIN = "mfa.reset_by_admin"
+    MFA_RECOVERY_CODE_USED = "mfa.recovery_code_used"
+    MFA_FAILED = "mfa.failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import metrics
 from app.core.config import Settings
+from app.core.encryption import DataKeys
 from app.core.errors import (
     EmailNotVerified,
+    InvalidCode,
     InvalidCredentials,
+    InvalidMfaToken,
+    MfaRequired,
     PasswordRejected,
     TooManyRequests,
 )
@@ -16,9 +20,10 @@ from app.core.password_policy import password_problems, user_attributes
 from app.core.security import PasswordHasher, TokenCodec
 from app.models.base import utcnow
 from app.models.user import User
+from app.repositories import mfa as mfa_repo
 from app.repositories import users as users_repo
 from app.schemas.auth import RegisterRequest
-from app.services import audit, auth_sessions, email_verification, notices
+from app.services import audit, auth_sessions, email_verification, mfa, notices
 from app.services.audit import EventType, Origin
 from app.services.throttle import Throttle, account_key, unknown_account_key
 
@@ -111,16 +116,81 @@ async def login(
         raise EmailNotVerified().keeping_changes()
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
+    if await mfa.required_for(db, user.id):
+        # Kept: the challenge, and the upgraded hash (the password was right).
+        raise MfaRequired(mfa.begin_sign_in(db, user.id)).keeping_changes()
+    return await _signed_in(db, settings, codec, user, origin)
+
+
+async def finish_sign_in(
+    db: AsyncSession,
+    settings: Settings,
+    codec: TokenCodec,
+    throttle: Throttle,
+    keys: DataKeys,
+    mfa_token: str,
+    *,
+    code: str | None,
+    recovery_code: str | None,
+    origin: Origin,
+) -> auth_sessions.TokenPair:
+    """The second step of a login with two-factor sign-in: the ``mfa_token`` of the right
+    password and a code of the app or a recovery code.
+
+    The token lives 5 minutes, works once and dies after 5 wrong codes (401
+    ``invalid_mfa_token``); a wrong code is 400 ``invalid_code``, recorded (``mfa.failed``)
+    and counted in the account's failed-attempt throttle, as current-password guesses are.
+    """
+    now = utcnow()
+    challenge = await mfa_repo.live_challenge(db, mfa.hash_secret(mfa_token), now, mfa.MAX_FAILURES)
+    user = await users_repo.get_by_id(db, challenge.user_id) if challenge is not None else None
+    if challenge is None or user is None or not user.is_active:
+        raise InvalidMfaToken()
+    account = account_key(user.id)
+    await throttle.password_attempt(account)
+    method = await mfa.verify_second_factor(
+        db, keys, user.id, code=code, recovery_code=recovery_code
+    )
+    if method is None:
+        await mfa_repo.challenge_failed(db, challenge.id)
+        audit.record(db, EventType.MFA_FAILED, user_id=user.id, actor_id=None, origin=origin)
+        raise InvalidCode().keeping_changes()
+    if not await mfa_repo.use_challenge(db, challenge.id, now):
+        raise InvalidMfaToken()  # a concurrent request with the same token won
+    await throttle.password_accepted(account)
+    if method == "recovery_code":
+        mfa.recovery_code_used(db, user, origin, await mfa_repo.recovery_codes_left(db, user.id))
+    return await _signed_in(db, settings, codec, user, origin, second_factor=method)
+
+
+async def _signed_in(
+    db: AsyncSession,
+    settings: Settings,
+    codec: TokenCodec,
+    user: User,
+    origin: Origin,
+    *,
+    second_factor: str | None = None,
+) -> auth_sessions.TokenPair:
+    """A login's success: ``last_login``, a new session (``amr`` "pwd otp" after a second
+    factor), its event, and a notice for a new device."""
     user.last_login = utcnow()
     new_device = settings.notify_new_device and await notices.is_new_device(db, user, origin)
-    pair = await auth_sessions.start(db, codec, user, origin)
+    amr = "pwd" if second_factor is None else "pwd otp"
+    pair = await auth_sessions.start(db, codec, user, origin, amr=amr)
+    details: dict[str, object] = {
+        "session_id": str(pair.auth_session_id),
+        "new_device": new_device,
+    }
+    if second_factor is not None:
+        details["second_factor"] = second_factor
     audit.record(
         db,
         EventType.LOGIN_SUCCEEDED,
         user_id=user.id,
         actor_id=user.id,
         origin=origin,
-        details={"session_id": str(pair.auth_session_id), "new_device": new_device},
+        details=details,
     )
     if new_device:
         notices.new_sign_in(db, user, origin)

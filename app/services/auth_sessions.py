@@ -92,8 +92,11 @@ class TokenPair:
     auth_session_id: uuid.UUID
 
 
-async def start(db: AsyncSession, codec: TokenCodec, user: User, origin: Origin) -> TokenPair:
-    """A new session for ``user`` (a login), with the client's address and User-Agent."""
+async def start(
+    db: AsyncSession, codec: TokenCodec, user: User, origin: Origin, amr: str = "pwd"
+) -> TokenPair:
+    """A new session for ``user`` (a login), with the client's address and User-Agent;
+    ``amr`` says how the login proved itself ("pwd", or "pwd otp")."""
     refresh_jti = new_jti()
     auth_session = await auth_sessions_repo.create(
         db,
@@ -102,9 +105,10 @@ async def start(db: AsyncSession, codec: TokenCodec, user: User, origin: Origin)
         expires_at=utcnow() + codec.lifetime("refresh"),
         ip=origin.ip,
         user_agent=origin.user_agent,
+        amr=amr,
     )
     return TokenPair(
-        access=codec.issue("access", user.id, auth_session.id),
+        access=codec.issue("access", user.id, auth_session.id, amr=amr),
         refresh=codec.issue("refresh", user.id, auth_session.id, jti=refresh_jti),
         auth_session_id=auth_session.id,
     )
@@ -121,14 +125,15 @@ async def refresh(
     """
     claims = codec.verify(refresh_token, "refresh")
     successor_jti = new_jti()
-    if not await auth_sessions_repo.rotate(
+    amr = await auth_sessions_repo.rotate(
         db,
         claims.auth_session_id,
         claims.user_id,
         claims.jti,
         successor_jti,
         utcnow() + codec.lifetime("refresh"),
-    ):
+    )
+    if amr is None:
         if await auth_sessions_repo.revoke(db, claims.auth_session_id, claims.user_id):
             audit.record(
                 db,
@@ -147,7 +152,7 @@ async def refresh(
     if user is None or not user.is_active:
         raise InactiveUser()
     return TokenPair(
-        access=codec.issue("access", user.id, claims.auth_session_id),
+        access=codec.issue("access", user.id, claims.auth_session_id, amr=amr),
         refresh=codec.issue("refresh", user.id, claims.auth_session_id, jti=successor_jti),
         auth_session_id=claims.auth_session_id,
     )
