@@ -88,6 +88,8 @@ async def login(
     Every outcome is in the audit trail; a failure's event is its request's only write,
     kept although the request fails. A failure for an identifier of no account records no
     identifier. A sign-in from a new device is told to the account (NOTIFY_NEW_DEVICE).
+    An account with a second factor gets 403 ``mfa_required`` and an ``mfa_token`` for
+    `finish_sign_in` instead of a session.
     """
     user: User | None = None
     try:
