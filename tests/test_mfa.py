@@ -317,7 +317,9 @@ async def test_the_mfa_token_dies_after_five_wrong_codes(
     response = await client.post(SECOND_STEP, json={"mfa_token": token, "code": right})
     assert (response.status_code, response.json()["code"]) == (401, "invalid_mfa_token")
     failed = [event for event in await events(app) if event.type == "mfa.failed"]
-    assert len(failed) == 5
+    assert [(event.actor_id, event.details) for event in failed] == [
+        (None, {"during": "sign_in"})
+    ] * 5
     # The wrong codes counted in the account's failed-attempt throttle: a new token, the
     # right code, and still 429 until the window passes.
     response = await client.post(
@@ -404,7 +406,10 @@ async def test_turning_it_off_needs_the_password_and_a_code(
         headers=headers,
     )
     assert (response.status_code, response.json()["code"]) == (409, "mfa_not_enabled")
-    assert "mfa.disabled" in [event.type for event in await events(app)]
+    trail = await events(app)
+    assert "mfa.disabled" in [event.type for event in trail]
+    [failed] = [event for event in trail if event.type == "mfa.failed"]
+    assert (failed.actor_id, failed.details) == (1, {"during": "disable"})
     notices = await smtp.wait_for(2)
     assert "turned off" in notices[1].text
 

@@ -202,9 +202,10 @@ async def regenerate_recovery_codes(
     keys: DataKeysDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
+    origin: OriginDep,
 ) -> RecoveryCodes:
     codes = await mfa.regenerate_recovery_codes(
-        db, keys, hasher, throttle, user, data.current_password, data.code
+        db, keys, hasher, throttle, user, data.current_password, data.code, origin
     )
     return RecoveryCodes(recovery_codes=codes)
 

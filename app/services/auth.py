@@ -155,7 +155,7 @@ async def finish_sign_in(
     )
     if method is None:
         await mfa_repo.challenge_failed(db, challenge.id)
-        audit.record(db, EventType.MFA_FAILED, user_id=user.id, actor_id=None, origin=origin)
+        mfa.failed(db, user.id, origin, "sign_in")
         raise InvalidCode().keeping_changes()
     if not await mfa_repo.use_challenge(db, challenge.id, now):
         raise InvalidMfaToken()  # a concurrent request with the same token won

@@ -150,9 +150,12 @@ async def regenerate_recovery_codes(
     user: User,
     current_password: str,
     code: str,
+    origin: Origin,
 ) -> list[str]:
     """A new set (the old one stops working), with the password and a code."""
-    await _check_password_and_code(db, keys, hasher, throttle, user, current_password, code)
+    await _check_password_and_code(
+        db, keys, hasher, throttle, user, current_password, code, "recovery_codes", origin
+    )
     return await _replace_recovery_codes(db, user.id)
 
 
@@ -166,7 +169,9 @@ async def disable(
     code: str,
     origin: Origin,
 ) -> None:
-    await _check_password_and_code(db, keys, hasher, throttle, user, current_password, code)
+    await _check_password_and_code(
+        db, keys, hasher, throttle, user, current_password, code, "disable", origin
+    )
     await mfa_repo.delete_all(db, user.id)
     audit.record(db, EventType.MFA_DISABLED, user_id=user.id, actor_id=user.id, origin=origin)
     _notice(db, user, "Two-factor sign-in was turned off for your account.")
@@ -266,8 +271,11 @@ async def _check_password_and_code(
     user: User,
     current_password: str,
     code: str,
+    during: str,
+    origin: Origin,
 ) -> None:
-    """The password, then a code of the app or a recovery code (either works)."""
+    """The password, then a code of the app or a recovery code (either works). A wrong code
+    is recorded (``mfa.failed``, kept although the request fails)."""
     await verify_current_password(hasher, throttle, user, current_password)
     if not await mfa_repo.totp_enabled(db, user.id):
         raise MfaNotEnabled()
@@ -280,7 +288,23 @@ async def _check_password_and_code(
         recovery_code=None if is_totp else code,
     )
     if method is None:
-        raise InvalidCode()
+        failed(db, user.id, origin, during, actor_id=user.id)
+        raise InvalidCode().keeping_changes()
+
+
+def failed(
+    db: AsyncSession, user_id: int, origin: Origin, during: str, actor_id: int | None = None
+) -> None:
+    """A wrong second factor: ``during`` is "sign_in", "disable" or "recovery_codes";
+    ``actor_id`` the signed-in user (none at sign-in: who typed it is unknown)."""
+    audit.record(
+        db,
+        EventType.MFA_FAILED,
+        user_id=user_id,
+        actor_id=actor_id,
+        origin=origin,
+        details={"during": during},
+    )
 
 
 def _notice(db: AsyncSession, user: User, change: str) -> None:
