@@ -99,6 +99,8 @@ async def login(
         await throttle.account_attempt(account, client_address)
     except TooManyRequests as throttled:
         metrics.record_login("throttled")
+        if not await throttle.first_throttled_login(identifier, client_address):
+            raise
         if user is None:
             user = await users_repo.get_by_login(db, identifier)
         _login_event(db, EventType.LOGIN_THROTTLED, user, origin)
