@@ -26,7 +26,7 @@ from app.core import totp
 from app.core.config import Settings
 from app.core.encryption import DataCipher, DataKeys, UndecryptableValue, new_key, parse_key
 from app.main import create_app
-from app.models import AuditEvent, MfaChallenge, RecoveryCode, TotpCredential
+from app.models import AuditEvent, AuthSession, MfaChallenge, RecoveryCode, TotpCredential
 from app.models.base import utcnow
 from app.repositories import password_reset as reset_repo
 from app.resources import resources_of, set_resources
@@ -513,3 +513,163 @@ async def test_rotating_the_key_reseals_the_secrets(
         assert response.status_code == 200, response.text
     finally:
         set_resources(app, parts)
+
+
+# --- what the review found -------------------------------------------------------------
+
+
+async def test_drawing_new_codes_is_recorded_and_told(
+    app: FastAPI, client: httpx.AsyncClient, smtp: SmtpServer
+) -> None:
+    _secret, codes = await enrolled(app, client)
+    headers = bearer((await sign_in(app))["access_token"])
+    response = await client.post(
+        f"{MFA}/recovery-codes",
+        json={"current_password": PASSWORD, "code": codes[0]},
+        headers=headers,
+    )
+    assert response.status_code == 200
+    [event] = [e for e in await events(app) if e.type == "mfa.recovery_codes_regenerated"]
+    assert event.details == {"second_factor": "recovery_code"}
+    notice = (await smtp.wait_for(2))[1]
+    assert "New recovery codes" in notice.text
+
+
+async def test_code_guesses_when_managing_are_throttled_whatever_the_password(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    secret, _codes = await enrolled(app, client)
+    headers = bearer((await sign_in(app))["access_token"])
+    right = code_now(secret, 1)
+    wrong = "000000" if right != "000000" else "111111"
+    statuses = []
+    for _ in range(6):
+        response = await client.request(
+            "DELETE",
+            f"{MFA}/totp",
+            json={"current_password": PASSWORD, "code": wrong},
+            headers=headers,
+        )
+        statuses.append(response.status_code)
+    # The right password each time does not clear the count of wrong codes.
+    assert statuses == [400] * 5 + [429]
+    response = await client.request(
+        "DELETE", f"{MFA}/totp", json={"current_password": PASSWORD, "code": right}, headers=headers
+    )
+    assert response.status_code == 429
+
+
+async def test_enrolment_confirm_guesses_are_throttled(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await add_user(app)
+    headers = bearer((await sign_in(app))["access_token"])
+    response = await client.post(
+        f"{MFA}/totp", json={"current_password": PASSWORD}, headers=headers
+    )
+    secret = response.json()["secret"]
+    wrong = "000000" if code_now(secret) != "000000" else "111111"
+    statuses = [
+        (
+            await client.post(f"{MFA}/totp/confirm", json={"code": wrong}, headers=headers)
+        ).status_code
+        for _ in range(6)
+    ]
+    assert statuses == [400] * 5 + [429]
+
+
+async def test_two_enrolments_at_once_both_answer(app: FastAPI, client: httpx.AsyncClient) -> None:
+    await add_user(app)
+    headers = bearer((await sign_in(app))["access_token"])
+    responses = await asyncio.gather(
+        *(
+            client.post(f"{MFA}/totp", json={"current_password": PASSWORD}, headers=headers)
+            for _ in range(3)
+        )
+    )
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    async with resources_of(app).sessionmaker() as db:
+        rows = (await db.scalars(select(TotpCredential))).all()
+    assert len(rows) == 1
+
+
+async def test_a_cursor_beyond_any_id_is_a_422(app: FastAPI, client: httpx.AsyncClient) -> None:
+    await add_user(app, is_staff=True)
+    headers = bearer((await sign_in(app))["access_token"])
+    for path in ("/api/v1/users/profile/events", "/api/v1/events"):
+        response = await client.get(path, params={"cursor": "9" * 19}, headers=headers)
+        assert response.status_code == 422, path
+
+
+async def test_logout_ends_a_session_whatever_its_listed_expiry(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await add_user(app)
+    pair = await sign_in(app)
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        # As migration 0009 may have back-filled it for a longer REFRESH_TOKEN_TTL.
+        await db.execute(update(AuthSession).values(expires_at=utcnow() - timedelta(days=1)))
+    response = await client.post(
+        "/api/v1/auth/logout", json={"refresh_token": pair["refresh_token"]}
+    )
+    assert response.status_code == 204
+    profile = await client.get("/api/v1/users/profile", headers=bearer(pair["access_token"]))
+    assert profile.status_code == 401
+
+
+async def test_a_secret_no_key_opens_is_a_503_not_a_500(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    secret, _codes = await enrolled(app, client)
+    parts = resources_of(app)
+    other = DataCipher(parse_key(new_key()))
+    set_resources(app, dataclasses.replace(parts, data_keys=DataKeys(lambda: other)))
+    try:
+        response = await client.post(
+            SECOND_STEP, json={"mfa_token": await mfa_token(client), "code": code_now(secret, 1)}
+        )
+    finally:
+        set_resources(app, parts)
+    assert (response.status_code, response.json()["code"]) == (503, "mfa_unavailable")
+
+
+async def test_the_right_password_alone_is_recorded(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await enrolled(app, client)
+    await mfa_token(client)
+    [event] = [e for e in await events(app) if e.type == "login.mfa_required"]
+    assert (event.user_id, event.actor_id) == (1, None)
+
+
+async def test_a_password_change_ends_pending_sign_ins(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    secret, _codes = await enrolled(app, client)
+    token = await mfa_token(client)
+    headers = bearer((await sign_in(app))["access_token"])
+    response = await client.post(
+        "/api/v1/users/profile/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=headers,
+    )
+    assert response.status_code == 204
+    response = await client.post(
+        SECOND_STEP, json={"mfa_token": token, "code": code_now(secret, 1)}
+    )
+    assert response.status_code == 401
+
+
+async def test_housekeeping_removes_finished_sign_ins(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await enrolled(app, client)
+    await mfa_token(client)
+    await mfa_token(client)
+    async with resources_of(app).sessionmaker() as db, db.begin():
+        first = await db.scalar(select(MfaChallenge).limit(1))
+        assert first is not None
+        first.expires_at = utcnow() - timedelta(days=2)
+    await resources_of(app).housekeeper.run_once()
+    async with resources_of(app).sessionmaker() as db:
+        assert len((await db.scalars(select(MfaChallenge))).all()) == 1

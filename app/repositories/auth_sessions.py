@@ -73,16 +73,25 @@ async def rotate(
     return result.scalar_one_or_none()
 
 
-async def revoke(db: AsyncSession, auth_session_id: uuid.UUID, user_id: int) -> bool:
-    """End the user's session if it is live (not revoked, not expired); whether it was."""
+async def revoke(
+    db: AsyncSession, auth_session_id: uuid.UUID, user_id: int, *, listed_only: bool = False
+) -> bool:
+    """End the user's session unless it already ended; whether this call ended it. With
+    ``listed_only``, only a session the list shows (not expired either).
+
+    Logout and reuse detection end whatever session the token names: ``expires_at`` is
+    the list's view (back-filled for older sessions by migration 0009), while the tokens
+    carry their own expiry."""
+    conditions = [
+        AuthSession.id == auth_session_id,
+        AuthSession.user_id == user_id,
+        AuthSession.revoked_at.is_(None),
+    ]
+    if listed_only:
+        conditions.append(AuthSession.expires_at > utcnow())
     result = await db.execute(
         update(AuthSession)
-        .where(
-            AuthSession.id == auth_session_id,
-            AuthSession.user_id == user_id,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.expires_at > utcnow(),
-        )
+        .where(*conditions)
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )

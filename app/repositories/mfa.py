@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,10 +33,29 @@ async def totp_enabled(db: AsyncSession, user_id: int) -> bool:
     return found is not None
 
 
-def add_totp(db: AsyncSession, user_id: int, sealed_secret: str, now: datetime) -> TotpCredential:
-    credential = TotpCredential(user_id=user_id, secret=sealed_secret, created_at=now)
-    db.add(credential)
-    return credential
+async def put_pending_totp(
+    db: AsyncSession, user_id: int, sealed_secret: str, now: datetime
+) -> bool:
+    """Insert a pending credential, or replace a pending one's secret; False (nothing
+    written) when the user's credential is confirmed. One INSERT ... ON CONFLICT: two at
+    once do not collide."""
+    dialect = db.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(TotpCredential).values(
+        user_id=user_id, secret=sealed_secret, created_at=now, confirmed_at=None, last_step=None
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[TotpCredential.user_id],
+        set_={"secret": sealed_secret, "created_at": now, "last_step": None},
+        where=TotpCredential.confirmed_at.is_(None),
+    )
+    result = await db.execute(statement.execution_options(synchronize_session=False))
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
+async def delete_challenges(db: AsyncSession, user_id: int) -> None:
+    await db.execute(delete(MfaChallenge).where(MfaChallenge.user_id == user_id))
 
 
 async def advance_step(db: AsyncSession, user_id: int, step: int) -> bool:
@@ -146,5 +167,7 @@ async def use_challenge(db: AsyncSession, challenge_id: uuid.UUID, now: datetime
     return result.rowcount == 1
 
 
-async def delete_stale_challenges(db: AsyncSession, before: datetime) -> None:
-    await db.execute(delete(MfaChallenge).where(MfaChallenge.expires_at < before))
+async def delete_stale_challenges(db: AsyncSession, before: datetime) -> int:
+    result = await db.execute(delete(MfaChallenge).where(MfaChallenge.expires_at < before))
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -16,6 +16,7 @@ from app.core.errors import (
     MfaUnavailable,
 )
 from app.dependencies import (
+    ClientAddressDep,
     CurrentUser,
     DataKeysDep,
     OriginDep,
@@ -90,6 +91,7 @@ async def sign_in_second_step(
     codec: TokenCodecDep,
     throttle: ThrottleDep,
     keys: DataKeysDep,
+    client_address: ClientAddressDep,
     origin: OriginDep,
 ) -> Token:
     pair = await auth_service.finish_sign_in(
@@ -101,6 +103,7 @@ async def sign_in_second_step(
         data.mfa_token,
         code=data.code,
         recovery_code=data.recovery_code,
+        client_address=client_address,
         origin=origin,
     )
     return token_response(pair)
@@ -159,6 +162,7 @@ async def enrol_totp(
     responses=error_responses(
         SIGNED_IN_ERRORS,
         BODY_ERRORS,
+        THROTTLE_ERRORS,
         InvalidCode,
         MfaNotPending,
         MfaUnavailable,
@@ -169,9 +173,16 @@ async def enrol_totp(
     "are kept). From now on a login asks for a code after the password.",
 )
 async def confirm_totp(
-    data: TotpConfirm, user: CurrentUser, db: SessionDep, keys: DataKeysDep, origin: OriginDep
+    data: TotpConfirm,
+    user: CurrentUser,
+    db: SessionDep,
+    keys: DataKeysDep,
+    throttle: ThrottleDep,
+    client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> RecoveryCodes:
-    return RecoveryCodes(recovery_codes=await mfa.confirm(db, keys, user, data.code, origin))
+    codes = await mfa.confirm(db, keys, throttle, user, data.code, client_address, origin)
+    return RecoveryCodes(recovery_codes=codes)
 
 
 _MANAGE_ERRORS = error_responses(
@@ -202,10 +213,11 @@ async def regenerate_recovery_codes(
     keys: DataKeysDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
+    client_address: ClientAddressDep,
     origin: OriginDep,
 ) -> RecoveryCodes:
     codes = await mfa.regenerate_recovery_codes(
-        db, keys, hasher, throttle, user, data.current_password, data.code, origin
+        db, keys, hasher, throttle, user, data.current_password, data.code, client_address, origin
     )
     return RecoveryCodes(recovery_codes=codes)
 
@@ -226,9 +238,12 @@ async def disable_totp(
     keys: DataKeysDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
+    client_address: ClientAddressDep,
     origin: OriginDep,
 ) -> Response:
-    await mfa.disable(db, keys, hasher, throttle, user, data.current_password, data.code, origin)
+    await mfa.disable(
+        db, keys, hasher, throttle, user, data.current_password, data.code, client_address, origin
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -53,6 +53,13 @@ class EventPageQuery(BaseModel):
         default=None, description="`next_cursor` of the previous page (opaque)."
     )
 
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_in_range(cls, value: str | None) -> str | None:
+        if value is not None and int(value) > ID_MAX:
+            raise ValueError("not a cursor this service gave")
+        return value
+
     @property
     def before_id(self) -> int | None:
         return int(self.cursor) if self.cursor is not None else None

@@ -49,6 +49,8 @@ class EventType(StrEnum):
     MFA_RESET_BY_ADMIN = "mfa.reset_by_admin"
     MFA_RECOVERY_CODE_USED = "mfa.recovery_code_used"
     MFA_FAILED = "mfa.failed"
+    MFA_RECOVERY_CODES_REGENERATED = "mfa.recovery_codes_regenerated"
+    LOGIN_MFA_REQUIRED = "login.mfa_required"
 
 
 @dataclass(frozen=True, slots=True)

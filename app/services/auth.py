@@ -121,7 +121,11 @@ async def login(
     if check.new_hash is not None:
         user.password = check.new_hash  # Django hash or old parameters: upgrade to argon2id
     if await mfa.required_for(db, user.id):
-        # Kept: the challenge, and the upgraded hash (the password was right).
+        # Kept: the challenge, its event (the password is known: a sign of compromise if
+        # no code follows), and the upgraded hash.
+        audit.record(
+            db, EventType.LOGIN_MFA_REQUIRED, user_id=user.id, actor_id=None, origin=origin
+        )
         raise MfaRequired(mfa.begin_sign_in(db, user.id)).keeping_changes()
     return await _signed_in(db, settings, codec, user, origin)
 
@@ -136,6 +140,7 @@ async def finish_sign_in(
     *,
     code: str | None,
     recovery_code: str | None,
+    client_address: str,
     origin: Origin,
 ) -> auth_sessions.TokenPair:
     """The second step of a login with two-factor sign-in: the ``mfa_token`` of the right
@@ -143,7 +148,8 @@ async def finish_sign_in(
 
     The token lives 5 minutes, works once and dies after 5 wrong codes (401
     ``invalid_mfa_token``); a wrong code is 400 ``invalid_code``, recorded (``mfa.failed``)
-    and counted in the account's failed-attempt throttle, as current-password guesses are.
+    and counted (`Throttle.mfa_code_attempt`: per account and address, then the account's
+    ceiling).
     """
     now = utcnow()
     challenge = await mfa_repo.live_challenge(db, mfa.hash_secret(mfa_token), now, mfa.MAX_FAILURES)
@@ -151,7 +157,7 @@ async def finish_sign_in(
     if challenge is None or user is None or not user.is_active:
         raise InvalidMfaToken()
     account = account_key(user.id)
-    await throttle.password_attempt(account)
+    await throttle.mfa_code_attempt(account, client_address)
     method = await mfa.verify_second_factor(
         db, keys, user.id, code=code, recovery_code=recovery_code
     )
@@ -161,7 +167,7 @@ async def finish_sign_in(
         raise InvalidCode().keeping_changes()
     if not await mfa_repo.use_challenge(db, challenge.id, now):
         raise InvalidMfaToken()  # a concurrent request with the same token won
-    await throttle.password_accepted(account)
+    await throttle.mfa_code_accepted(account, client_address)
     if method == "recovery_code":
         mfa.recovery_code_used(db, user, origin, await mfa_repo.recovery_codes_left(db, user.id))
     return await _signed_in(db, settings, codec, user, origin, second_factor=method)

@@ -165,11 +165,17 @@ async def logout(db: AsyncSession, codec: TokenCodec, refresh_token: str, origin
 
 
 async def end(
-    db: AsyncSession, user_id: int, auth_session_id: uuid.UUID, *, actor_id: int, origin: Origin
+    db: AsyncSession,
+    user_id: int,
+    auth_session_id: uuid.UUID,
+    *,
+    actor_id: int,
+    origin: Origin,
+    listed_only: bool = False,
 ) -> bool:
-    """End one live session of the user (its tokens stop working at once); whether there was
-    one. Recorded as ``session.ended``."""
-    if not await auth_sessions_repo.revoke(db, auth_session_id, user_id):
+    """End one session of the user (its tokens stop working at once); whether there was
+    one to end. Recorded as ``session.ended``."""
+    if not await auth_sessions_repo.revoke(db, auth_session_id, user_id, listed_only=listed_only):
         return False
     audit.record(
         db,
@@ -189,7 +195,7 @@ async def end_own(db: AsyncSession, user: User, auth_session_id: str, origin: Or
         parsed = uuid.UUID(auth_session_id)
     except ValueError:
         raise AuthSessionNotFound() from None
-    if not await end(db, user.id, parsed, actor_id=user.id, origin=origin):
+    if not await end(db, user.id, parsed, actor_id=user.id, origin=origin, listed_only=True):
         raise AuthSessionNotFound()
 
 

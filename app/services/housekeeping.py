@@ -1,4 +1,5 @@
-"""Periodic clean-up in each worker: the audit trail's retention.
+"""Periodic clean-up in each worker: the audit trail's retention, and the two-factor
+sign-in challenges past their life.
 
 Every worker runs it; replicas purging at once only delete the same rows (each batch is
 its own short transaction), so no coordination is needed.
@@ -12,12 +13,18 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.models.base import utcnow
+from app.repositories import mfa as mfa_repo
 from app.services import audit
 
 logger = logging.getLogger("app.housekeeping")
 
 INTERVAL_SECONDS = 3600.0
-FIRST_RUN_SECONDS = 60.0  # not during start-up, when replicas are busy migrating and warming
+FIRST_RUN_SECONDS = 60.0
+# Two-factor sign-in challenges live 5 minutes; kept a day for support's questions.
+STALE_CHALLENGE_AGE = timedelta(
+    days=1
+)  # not during start-up, when replicas are busy migrating and warming
 
 
 class Housekeeper:
@@ -39,9 +46,12 @@ class Housekeeper:
         self._task = asyncio.create_task(self._run(), name="housekeeping")
 
     async def run_once(self) -> int:
+        """Purge the audit trail and the finished two-factor sign-ins; the events purged."""
         deleted = await audit.purge(self._sessionmaker, self._retention)
         if deleted:
             logger.info("purged %d audit events", deleted, extra={"purged": deleted})
+        async with self._sessionmaker() as db, db.begin():
+            await mfa_repo.delete_stale_challenges(db, utcnow() - STALE_CHALLENGE_AGE)
         return deleted
 
     async def _run(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -21,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import totp
-from app.core.encryption import DataCipher, DataKeys
+from app.core.encryption import DataCipher, DataKeys, UndecryptableValue
 from app.core.errors import (
     InvalidCode,
     MfaAlreadyEnabled,
@@ -38,7 +39,9 @@ from app.repositories import mfa as mfa_repo
 from app.services import audit, mail
 from app.services.account import verify_current_password
 from app.services.audit import EventType, Origin
-from app.services.throttle import Throttle
+from app.services.throttle import Throttle, account_key
+
+logger = logging.getLogger("app.mfa")
 
 MFA_TOKEN_TTL = timedelta(minutes=5)
 MAX_FAILURES = 5
@@ -74,6 +77,12 @@ def hash_secret(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def recovery_code_hash(user_id: int, code: str) -> str:
+    """SHA-256 of the account and the code: a guess tested against a copied table is
+    tested against one account, not all at once."""
+    return hash_secret(f"{user_id}:{normalise_recovery_code(code)}")
+
+
 def normalise_recovery_code(code: str) -> str:
     """Case, spaces and dashes do not matter: ``ABCD-efgh-2345`` is ``abcdefgh2345``."""
     return re.sub(r"[\s-]", "", code).lower()
@@ -99,17 +108,12 @@ async def enrol(
     """A new pending secret (replacing a pending one); 409 when TOTP is already on."""
     cipher = _cipher(keys)
     await verify_current_password(hasher, throttle, user, current_password)
-    credential = await mfa_repo.totp(db, user.id, for_update=True)
-    if credential is not None and credential.confirmed_at is not None:
-        raise MfaAlreadyEnabled()
     secret = totp.new_secret()
     sealed = cipher.seal(secret, _context(user.id))
-    if credential is None:
-        mfa_repo.add_totp(db, user.id, sealed, utcnow())
-    else:
-        credential.secret = sealed
-        credential.created_at = utcnow()
-        credential.last_step = None
+    # One statement (insert, or replace a pending secret): two enrolments at once do not
+    # collide, and a confirmed credential is never overwritten.
+    if not await mfa_repo.put_pending_totp(db, user.id, sealed, utcnow()):
+        raise MfaAlreadyEnabled()
     return Enrolment(
         secret=totp.base32(secret),
         otpauth_uri=totp.otpauth_uri(secret, service_name, user.username),
@@ -117,16 +121,26 @@ async def enrol(
 
 
 async def confirm(
-    db: AsyncSession, keys: DataKeys, user: User, code: str, origin: Origin
+    db: AsyncSession,
+    keys: DataKeys,
+    throttle: Throttle,
+    user: User,
+    code: str,
+    client_address: str,
+    origin: Origin,
 ) -> list[str]:
-    """Turn TOTP on with a code of the pending secret; the new recovery codes (shown once)."""
+    """Turn TOTP on with a code of the pending secret; the new recovery codes (shown once).
+    Guesses count as the second factor's do (`Throttle.mfa_code_attempt`)."""
     cipher = _cipher(keys)
     credential = await mfa_repo.totp(db, user.id, for_update=True)
     if credential is None or credential.confirmed_at is not None:
         raise MfaNotPending()
+    account = account_key(user.id)
+    await throttle.mfa_code_attempt(account, client_address)
     step = _matching_step(cipher, credential, code)
     if step is None:
         raise InvalidCode()
+    await throttle.mfa_code_accepted(account, client_address)
     credential.confirmed_at = utcnow()
     credential.last_step = step
     codes = await _replace_recovery_codes(db, user.id)
@@ -150,13 +164,36 @@ async def regenerate_recovery_codes(
     user: User,
     current_password: str,
     code: str,
+    client_address: str,
     origin: Origin,
 ) -> list[str]:
-    """A new set (the old one stops working), with the password and a code."""
-    await _check_password_and_code(
-        db, keys, hasher, throttle, user, current_password, code, "recovery_codes", origin
+    """A new set (the old one stops working), with the password and a code; recorded and
+    told (whoever draws them holds a way in)."""
+    factor = await _check_password_and_code(
+        db,
+        keys,
+        hasher,
+        throttle,
+        user,
+        current_password,
+        code,
+        client_address,
+        origin,
+        during="recovery_codes",
     )
-    return await _replace_recovery_codes(db, user.id)
+    codes = await _replace_recovery_codes(db, user.id)
+    audit.record(
+        db,
+        EventType.MFA_RECOVERY_CODES_REGENERATED,
+        user_id=user.id,
+        actor_id=user.id,
+        origin=origin,
+        details={"second_factor": factor},
+    )
+    _notice(
+        db, user, "New recovery codes were drawn for your account; the old ones no longer work."
+    )
+    return codes
 
 
 async def disable(
@@ -167,13 +204,30 @@ async def disable(
     user: User,
     current_password: str,
     code: str,
+    client_address: str,
     origin: Origin,
 ) -> None:
-    await _check_password_and_code(
-        db, keys, hasher, throttle, user, current_password, code, "disable", origin
+    factor = await _check_password_and_code(
+        db,
+        keys,
+        hasher,
+        throttle,
+        user,
+        current_password,
+        code,
+        client_address,
+        origin,
+        during="disable",
     )
     await mfa_repo.delete_all(db, user.id)
-    audit.record(db, EventType.MFA_DISABLED, user_id=user.id, actor_id=user.id, origin=origin)
+    audit.record(
+        db,
+        EventType.MFA_DISABLED,
+        user_id=user.id,
+        actor_id=user.id,
+        origin=origin,
+        details={"second_factor": factor},
+    )
     _notice(db, user, "Two-factor sign-in was turned off for your account.")
 
 
@@ -221,7 +275,7 @@ async def verify_second_factor(
             return "otp"
         return None
     if recovery_code is not None:
-        code_hash = hash_secret(normalise_recovery_code(recovery_code))
+        code_hash = recovery_code_hash(user_id, recovery_code)
         if await mfa_repo.use_recovery_code(db, user_id, code_hash, utcnow()):
             return "recovery_code"
     return None
@@ -252,13 +306,23 @@ def _matching_step(
     code = "".join(code.split())
     if not _TOTP_CODE.fullmatch(code):
         return None
-    secret = cipher.open(credential.secret, _context(credential.user_id))
+    try:
+        secret = cipher.open(credential.secret, _context(credential.user_id))
+    except UndecryptableValue:
+        logger.error(
+            "the TOTP secret of user %d opens with no configured key: add the key that "
+            "sealed it to DATA_ENCRYPTION_PREVIOUS_KEYS",
+            credential.user_id,
+        )
+        raise MfaUnavailable(
+            "Two-factor sign-in is unavailable: the server cannot read this account's secret"
+        ) from None
     return totp.matching_step(secret, code, time.time(), after=after)
 
 
 async def _replace_recovery_codes(db: AsyncSession, user_id: int) -> list[str]:
     codes = new_recovery_codes()
-    hashes = [hash_secret(normalise_recovery_code(code)) for code in codes]
+    hashes = [recovery_code_hash(user_id, code) for code in codes]
     await mfa_repo.replace_recovery_codes(db, user_id, hashes)
     return codes
 
@@ -271,14 +335,19 @@ async def _check_password_and_code(
     user: User,
     current_password: str,
     code: str,
-    during: str,
+    client_address: str,
     origin: Origin,
-) -> None:
-    """The password, then a code of the app or a recovery code (either works). A wrong code
-    is recorded (``mfa.failed``, kept although the request fails)."""
+    *,
+    during: str,
+) -> str:
+    """The password, then a code of the app or a recovery code (either works; which one is
+    returned). A wrong code is counted (`Throttle.mfa_code_attempt`: the password does not
+    clear that count) and recorded (``mfa.failed``, kept although the request fails)."""
     await verify_current_password(hasher, throttle, user, current_password)
     if not await mfa_repo.totp_enabled(db, user.id):
         raise MfaNotEnabled()
+    account = account_key(user.id)
+    await throttle.mfa_code_attempt(account, client_address)
     is_totp = _TOTP_CODE.fullmatch("".join(code.split())) is not None
     method = await verify_second_factor(
         db,
@@ -290,6 +359,8 @@ async def _check_password_and_code(
     if method is None:
         failed(db, user.id, origin, during, actor_id=user.id)
         raise InvalidCode().keeping_changes()
+    await throttle.mfa_code_accepted(account, client_address)
+    return method
 
 
 def failed(

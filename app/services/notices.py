@@ -35,6 +35,19 @@ def device_family(user_agent: str | None) -> str:
     return " ".join(_VERSION.sub(" ", user_agent).split()).lower()
 
 
+DEVICE_TEXT_MAX = 120
+
+
+def _printable(user_agent: str | None) -> str:
+    """The User-Agent as the notice shows it: printable characters only, short (a client
+    chooses it: it must not carry a message of its own into the email)."""
+    if not user_agent:
+        return ""
+    text = "".join(char if char.isprintable() else " " for char in user_agent)
+    text = " ".join(text.split())
+    return text if len(text) <= DEVICE_TEXT_MAX else text[: DEVICE_TEXT_MAX - 1] + "…"
+
+
 def moment(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -62,7 +75,7 @@ def new_sign_in(db: AsyncSession, user: User, origin: Origin) -> None:
         context={
             "username": user.username,
             "when": moment(utcnow()),
-            "device": origin.user_agent or "an unknown device",
+            "device": _printable(origin.user_agent) or "an unknown device",
             "ip": origin.ip or "unknown",
         },
     )

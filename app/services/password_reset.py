@@ -29,6 +29,7 @@ from app.core.security import PasswordHasher, is_usable_password_hash
 from app.mail.messages import MailKind
 from app.models.base import utcnow
 from app.models.user import User
+from app.repositories import mfa as mfa_repo
 from app.repositories import password_reset as tokens_repo
 from app.repositories import users as users_repo
 from app.services import audit, auth_sessions, mail
@@ -177,6 +178,7 @@ async def password_changed(
     account's auth sessions and tokens end, its reset link is cancelled, the change is in
     the audit trail, and a notice goes to its address, all in the same transaction."""
     await users_repo.save(db)
+    await mfa_repo.delete_challenges(db, user.id)  # a pending sign-in needs the new password
     audit.record(db, event_type, user_id=user.id, actor_id=user.id, origin=origin)
     await auth_sessions.revoke_all(db, user.id)
     if not keep_reset_token:  # the reset keeps its spent row: a second use is "used"

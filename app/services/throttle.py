@@ -168,6 +168,17 @@ class Throttle:
                 address_key(address),
             )
 
+    async def mfa_code_attempt(self, account: str, address: str) -> None:
+        """A second-factor code (sign-in, turning it off, new recovery codes, enrolment):
+        its own count per account and address, cleared only by a right code (not by the
+        password nor a reset), then the account's ceiling, which spares the addresses the
+        account knows: who has the password but not the code cannot lock the owner out."""
+        await self._hit(self._per_account, "mfa-code", account, address_key(address))
+        await self.account_attempt(account, address)
+
+    async def mfa_code_accepted(self, account: str, address: str) -> None:
+        await self._clear(self._per_account, "mfa-code", account, address_key(address))
+
     async def password_attempt(self, account: str) -> None:
         """A current-password check (profile changes): the account's count, then its
         ceiling. Logins are not blocked by the first, only by the ceiling."""
