@@ -128,8 +128,8 @@ async def issue_auth_sessions(
     conn = await asyncpg.connect(dsn)
     try:
         await conn.executemany(
-            "INSERT INTO auth_sessions (id, user_id, refresh_jti, created_at, expires_at) "
-            "VALUES ($1, $2, $3, now(), now() + $4::interval)",
+            "INSERT INTO auth_sessions (id, user_id, refresh_jti, created_at, expires_at, amr) "
+            "VALUES ($1, $2, $3, now(), now() + $4::interval, 'pwd')",
             [(*row, codec.lifetime("refresh")) for row in rows],
         )
     finally:
