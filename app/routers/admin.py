@@ -48,9 +48,11 @@ UserId = Annotated[
 ]
 
 _401 = (
-    "Not authenticated: the bearer token is missing, malformed, badly signed, expired or not "
-    "an access token, its session has ended, or the user is inactive. Tokens of the replaced "
-    "Django service (LEGACY_SIMPLEJWT_SIGNING_KEY) are refused here: staff log in again."
+    "Not authenticated: the bearer token is missing (`not_authenticated`), expired "
+    "(`token_expired`: renew it with the refresh token), malformed, badly signed or not an "
+    "access token (`invalid_token`), its session has ended, or the user is inactive. Tokens "
+    "of the replaced Django service (LEGACY_SIMPLEJWT_SIGNING_KEY) are refused here: staff "
+    "log in again."
 )
 _403 = "The signed-in user is not staff (reading) or not a superuser (changing)."
 _404 = "No user has this id, or the token's user no longer exists."

@@ -16,6 +16,7 @@ from app.core.errors import (
     PasswordRejected,
     RefreshTokenReused,
     SessionRevoked,
+    TokenExpired,
     UnsupportedMediaType,
     UsernameTaken,
 )
@@ -170,13 +171,17 @@ async def login(
         BODY_ERRORS,
         DATABASE_ERRORS,
         InvalidToken,
+        TokenExpired,
         SessionRevoked,
         RefreshTokenReused,
         InactiveUser,
     ),
     summary="Rotate a refresh token",
     description="Returns a new access token and a new refresh token; the one sent is spent. "
-    "Sending a spent refresh token again revokes the whole session (401).",
+    "Sending a spent refresh token again revokes the whole session (401). An expired refresh "
+    "token answers 401 `token_expired`, like an expired access token elsewhere; here every 401 "
+    "means: log in again (a client that refreshes on `token_expired` must not do so for this "
+    "call's own answer).",
 )
 async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecDep) -> Token:
     return _token_response(await auth_sessions.refresh(db, codec, data.refresh_token))
@@ -185,9 +190,10 @@ async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecD
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, InvalidToken),
+    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, InvalidToken, TokenExpired),
     summary="End the session of a refresh token",
-    description="Its access tokens stop working at once. Idempotent.",
+    description="Its access tokens stop working at once. Idempotent. An expired refresh token "
+    "answers 401 `token_expired`.",
 )
 async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> Response:
     await auth_sessions.logout(db, codec, data.refresh_token)

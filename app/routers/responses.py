@@ -34,6 +34,7 @@ from app.core.errors import (
     PermissionDenied,
     ServiceUnavailable,
     SessionRevoked,
+    TokenExpired,
     TooManyRequests,
     UserNotFound,
 )
@@ -52,6 +53,7 @@ DATABASE_ERRORS: tuple[type[AppError], ...] = (ServiceUnavailable,)
 SIGNED_IN_ERRORS: tuple[type[AppError], ...] = (
     NotAuthenticated,
     InvalidToken,
+    TokenExpired,
     SessionRevoked,
     InactiveUser,
     UserNotFound,
@@ -71,8 +73,12 @@ ALWAYS: tuple[type[AppError], ...] = (InternalError,)
 
 _DESCRIPTIONS = {
     400: "The body could not be parsed (malformed multipart, JSON nested too deeply).",
-    401: "Not authenticated: the bearer token is missing, malformed, badly signed, expired or "
-    "not an access token, or the user is inactive.",
+    401: "Not authenticated. `not_authenticated`: no bearer token (no Authorization header, "
+    "another scheme, or a token without `Bearer `; the challenge is a bare `Bearer`). "
+    "`token_expired`: the access token checks out but has expired: renew it with the refresh "
+    "token. `invalid_token` (malformed, badly signed, not an access token), `session_revoked`, "
+    "`inactive_user`: log in again. Token answers carry `WWW-Authenticate: Bearer "
+    'error="invalid_token", error_description="..."` (RFC 6750).',
     403: "Authenticated but not allowed.",
     404: "Not found (for an authenticated request: the token's user no longer exists).",
     409: "The username or email is already taken (`username_taken`, `email_taken`), also as "
