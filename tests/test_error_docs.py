@@ -204,7 +204,7 @@ DEPENDENCY_ERRORS: dict[Callable[..., Any], tuple[type[AppError], ...]] = {
     _dependency(dependencies.ReadStaffUser): STAFF_ERRORS,
     _dependency(dependencies.SuperUser): STAFF_ERRORS,
     _dependency(dependencies.ThrottleDep): THROTTLE_ERRORS,
-    auth_router.read_login_credentials: (*BODY_ERRORS, UnsupportedMediaType),
+    auth_router.read_login_credentials: BODY_ERRORS,
 }
 
 

@@ -197,7 +197,7 @@ class FileTooLarge(AppError):
 class UnsupportedMediaType(AppError):
     status_code = 415
     code = "unsupported_media_type"
-    detail = "Send application/json or application/x-www-form-urlencoded"
+    detail = "Content-Type 'text/plain' is not accepted here: send the body as application/json"
 
 
 class TooManyRequests(AppError):

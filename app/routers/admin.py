@@ -20,6 +20,7 @@ from app.dependencies import (
 )
 from app.models.user import ID_MAX
 from app.routers import API_PREFIX
+from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
     PARAMETER_ERRORS,
@@ -29,7 +30,7 @@ from app.routers.responses import (
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
-router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"], route_class=MediaTypeRoute)
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 

@@ -31,6 +31,7 @@ from app.dependencies import (
     TokenCodecDep,
 )
 from app.routers import API_PREFIX
+from app.routers.content_type import MediaTypeRoute, is_json, media_type_of, unsupported
 from app.routers.responses import (
     BODY_ERRORS,
     DATABASE_ERRORS,
@@ -57,7 +58,7 @@ from app.services import auth as auth_service
 from app.services import auth_sessions, email_verification, password_reset
 from app.services.auth_sessions import TokenPair
 
-router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=MediaTypeRoute)
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -93,33 +94,44 @@ async def register(
     return UserRead.model_validate(user)
 
 
+# What the route class (`MediaTypeRoute`) lets through to `read_login_credentials`.
+LOGIN_MEDIA_TYPES = ("application/json", *_FORM_TYPES)
+LOGIN_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media_type: {
+                "schema": {
+                    "$ref": "#/components/schemas/"
+                    + ("LoginRequest" if media_type == "application/json" else "LoginForm")
+                }
+            }
+            for media_type in LOGIN_MEDIA_TYPES
+        },
+    }
+}
+
+
 async def read_login_credentials(request: Request) -> LoginRequest:
     """JSON for API clients, the OAuth2 password form for /docs' Authorize dialog."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request)
     try:
-        if media_type == "application/json" or media_type.endswith("+json"):
+        if is_json(media_type):
             return LoginRequest.model_validate_json(await request.body())
         if media_type in _FORM_TYPES:
+            if media_type == _FORM_TYPES[0] and (await request.body()).lstrip()[:1] == b"{":
+                # JSON sent as a form (curl -d): not "field required" for both fields.
+                raise UnsupportedMediaType(
+                    f"The body is JSON but its Content-Type is {media_type!r} (curl -d sends "
+                    "that): send it with 'Content-Type: application/json'"
+                )
             form = await request.form()
             fields = {key: value for key, value in form.items() if isinstance(value, str)}
             return LoginForm.model_validate(fields)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from None
-    raise UnsupportedMediaType()
-
-
-LOGIN_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}},
-            "application/x-www-form-urlencoded": {
-                "schema": {"$ref": "#/components/schemas/LoginForm"}
-            },
-        },
-    }
-}
+    raise unsupported(media_type, LOGIN_MEDIA_TYPES)
 
 
 @router.post(
@@ -131,7 +143,6 @@ LOGIN_REQUEST_BODY = {
         THROTTLE_ERRORS,
         InvalidCredentials,
         EmailNotVerified,
-        UnsupportedMediaType,
     ),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "

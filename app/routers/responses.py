@@ -36,6 +36,7 @@ from app.core.errors import (
     SessionRevoked,
     TokenExpired,
     TooManyRequests,
+    UnsupportedMediaType,
     UserNotFound,
 )
 from app.core.http_errors import InternalError, InvalidRequest, MalformedBody, RequestTooLarge
@@ -66,8 +67,14 @@ THROTTLE_ERRORS: tuple[type[AppError], ...] = (TooManyRequests, ServiceUnavailab
 # Query or path parameters that do not validate (FastAPI).
 PARAMETER_ERRORS: tuple[type[AppError], ...] = (InvalidRequest,)
 # A route that reads a body: unparsable (FastAPI), over MAX_BODY_BYTES (the body limit
-# middleware), or invalid (FastAPI, or a rule checked by the service: `FieldRejected`).
-BODY_ERRORS: tuple[type[AppError], ...] = (MalformedBody, RequestTooLarge, InvalidRequest)
+# middleware), of a media type it does not accept (`app.routers.content_type`), or invalid
+# (FastAPI, or a rule checked by the service: `FieldRejected`).
+BODY_ERRORS: tuple[type[AppError], ...] = (
+    MalformedBody,
+    RequestTooLarge,
+    UnsupportedMediaType,
+    InvalidRequest,
+)
 # Every route: a bug.
 ALWAYS: tuple[type[AppError], ...] = (InternalError,)
 
@@ -85,7 +92,8 @@ _DESCRIPTIONS = {
     "another account's login identifier: a username equal to another account's email, or an "
     "email equal to another account's username, whatever the case or Unicode spelling.",
     413: "The request body is larger than MAX_BODY_BYTES.",
-    415: "Unsupported Content-Type.",
+    415: "The body's Content-Type is not one this operation accepts (see its request body: "
+    "`application/json` unless it says otherwise); the detail names those it accepts.",
     422: "Invalid input.",
     429: "Too many attempts: wait for the number of seconds in Retry-After.",
     500: "Unexpected error; details are only in the server log.",

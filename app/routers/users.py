@@ -25,6 +25,7 @@ from app.dependencies import (
 )
 from app.models.user import UserSnapshot
 from app.routers import API_PREFIX
+from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
     SIGNED_IN_ERRORS,
@@ -34,7 +35,7 @@ from app.routers.responses import (
 from app.schemas.user import AccountDelete, EmailStatus, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
-router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"], route_class=MediaTypeRoute)
 
 PROFILE_RESPONSES = error_responses(SIGNED_IN_ERRORS)
 PROFILE_DESCRIPTION = (
