@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, status
 from pydantic import BeforeValidator
 
 from app.core.errors import EmailTaken, LastSuperuser, UsernameTaken
@@ -27,6 +27,7 @@ from app.routers.responses import (
     STAFF_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
@@ -131,7 +132,7 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, db: ReadSessionDep) -
 )
 async def update_user(
     user_id: UserId,
-    data: AdminUserUpdate,
+    data: Annotated[AdminUserUpdate, Body(openapi_examples=examples.ADMIN_USER_UPDATE)],
     _superuser: SuperUser,
     db: SessionDep,
     settings: SettingsDep,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -39,6 +39,7 @@ from app.routers.responses import (
     THROTTLE_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.auth import (
     EmailVerifyRequest,
     EmailVerifyResend,
@@ -83,7 +84,7 @@ def _token_response(pair: TokenPair) -> Token:
     description="A link to confirm the address (valid for EMAIL_VERIFY_TTL) is emailed to it.",
 )
 async def register(
-    data: RegisterRequest,
+    data: Annotated[RegisterRequest, Body(openapi_examples=examples.REGISTER)],
     db: SessionDep,
     settings: SettingsDep,
     hasher: PasswordHasherDep,
@@ -104,7 +105,8 @@ LOGIN_REQUEST_BODY = {
                 "schema": {
                     "$ref": "#/components/schemas/"
                     + ("LoginRequest" if media_type == "application/json" else "LoginForm")
-                }
+                },
+                "examples": examples.LOGIN,
             }
             for media_type in LOGIN_MEDIA_TYPES
         },
@@ -235,7 +237,7 @@ async def logout_all(user: CurrentUser, db: SessionDep) -> Response:
     "is sent, so its time does not depend on the address either.",
 )
 async def request_password_reset(
-    data: PasswordResetRequest,
+    data: Annotated[PasswordResetRequest, Body(openapi_examples=examples.EMAIL_ONLY)],
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
@@ -322,7 +324,7 @@ async def verify_email(
     "address either.",
 )
 async def resend_verification(
-    data: EmailVerifyResend,
+    data: Annotated[EmailVerifyResend, Body(openapi_examples=examples.EMAIL_ONLY)],
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, Body, File, UploadFile, status
 
 from app.core.errors import (
     EmailTaken,
@@ -32,6 +32,7 @@ from app.routers.responses import (
     THROTTLE_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.user import AccountDelete, EmailStatus, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
@@ -89,7 +90,7 @@ async def get_profile(user: ReadCurrentUser) -> UserSnapshot:
     "unverified: a link to confirm it goes there, and a notice to the old address.",
 )
 async def update_profile(
-    data: ProfileUpdate,
+    data: Annotated[ProfileUpdate, Body(openapi_examples=examples.PROFILE_UPDATE)],
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,
@@ -177,7 +178,7 @@ async def delete_avatar(user: CurrentUser, db: SessionDep, storage: MediaStorage
     "password no longer logs in.",
 )
 async def change_password(
-    data: PasswordChange,
+    data: Annotated[PasswordChange, Body(openapi_examples=examples.PASSWORD_CHANGE)],
     user: CurrentUser,
     db: SessionDep,
     hasher: PasswordHasherDep,
@@ -205,7 +206,7 @@ async def change_password(
     "username and email can be registered again.",
 )
 async def delete_account(
-    data: AccountDelete,
+    data: Annotated[AccountDelete, Body(openapi_examples=examples.ACCOUNT_DELETE)],
     user: CurrentUser,
     db: SessionDep,
     hasher: PasswordHasherDep,
