@@ -64,6 +64,15 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=Media
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
+_REFRESH_401 = (
+    "The refresh token is refused: expired (`token_expired`), malformed, badly signed or not a "
+    "refresh token (`invalid_token`), spent already (`refresh_token_reused`: the session is "
+    "revoked), its session ended (`session_revoked`) or the user is inactive "
+    '(`inactive_user`); `WWW-Authenticate: Bearer error="invalid_token", ...`. Whatever the '
+    "code: log in again."
+)
+
+
 def _token_response(pair: TokenPair) -> Token:
     return Token(
         access_token=pair.access.token,
@@ -145,6 +154,10 @@ async def read_login_credentials(request: Request) -> LoginRequest:
         THROTTLE_ERRORS,
         InvalidCredentials,
         EmailNotVerified,
+        descriptions={
+            401: "Unknown user, wrong password or inactive account: one answer for the three "
+            "(`invalid_credentials`, with `WWW-Authenticate: Bearer`).",
+        },
     ),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
@@ -188,6 +201,7 @@ async def login(
         SessionRevoked,
         RefreshTokenReused,
         InactiveUser,
+        descriptions={401: _REFRESH_401},
     ),
     summary="Rotate a refresh token",
     description="Returns a new access token and a new refresh token; the one sent is spent. "
@@ -203,7 +217,16 @@ async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecD
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, InvalidToken, TokenExpired),
+    responses=error_responses(
+        BODY_ERRORS,
+        DATABASE_ERRORS,
+        InvalidToken,
+        TokenExpired,
+        descriptions={
+            401: "The refresh token is refused: expired (`token_expired`), or malformed, badly "
+            "signed or not a refresh token (`invalid_token`).",
+        },
+    ),
     summary="End the session of a refresh token",
     description="Its access tokens stop working at once. Idempotent. An expired refresh token "
     "answers 401 `token_expired`.",
