@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -136,6 +137,7 @@ async def _create_superuser(settings: Settings, username: str, email: str, passw
     from app.core.security import PasswordHasher
     from app.models.base import utcnow
     from app.schemas.auth import RegisterRequest
+    from app.services import audit
     from app.services.auth import register
 
     try:
@@ -153,6 +155,14 @@ async def _create_superuser(settings: Settings, username: str, email: str, passw
             user.is_superuser = True
             # Typed by the operator who runs the service: no link to confirm it.
             user.email_verified_at = utcnow()
+            audit.record(
+                db,
+                audit.EventType.USER_REGISTERED,
+                user_id=user.id,
+                actor_id=None,
+                origin=audit.Origin(),
+                details={"via": "createsuperuser"},
+            )
             await db.flush()
             return user.id
     except AppError as exc:
@@ -261,6 +271,78 @@ def send_test_email(to: str) -> int:
     return asyncio.run(_send_test_email(settings, address))
 
 
+async def _purge_events(settings: Settings) -> int:
+    from app.core.db import create_engine, create_sessionmaker
+    from app.services import audit
+
+    engine = create_engine(settings)
+    try:
+        return await audit.purge(
+            create_sessionmaker(engine), timedelta(days=settings.audit_retention_days)
+        )
+    finally:
+        await engine.dispose()
+
+
+def purge_events() -> int:
+    """Delete the audit events older than AUDIT_RETENTION_DAYS now (the workers also do it
+    hourly)."""
+    settings = _load_settings(Settings)
+    deleted = asyncio.run(_purge_events(settings))
+    print(f"purged {deleted} audit events older than {settings.audit_retention_days} days")
+    return 0
+
+
+def new_data_key() -> int:
+    """Print a new DATA_ENCRYPTION_KEY (32 random bytes, base64url)."""
+    from app.core.encryption import new_key
+
+    print(new_key())
+    return 0
+
+
+async def _rotate_data_key(settings: Settings) -> tuple[int, int]:
+    from sqlalchemy import select
+
+    from app.core.db import create_engine, create_sessionmaker
+    from app.models.mfa import TotpCredential
+
+    cipher = settings.data_cipher()
+    if cipher is None:
+        raise CommandError("DATA_ENCRYPTION_KEY is not set")
+    engine = create_engine(settings)
+    resealed = total = 0
+    try:
+        async with create_sessionmaker(engine)() as db, db.begin():
+            for credential in (await db.scalars(select(TotpCredential).with_for_update())).all():
+                total += 1
+                if cipher.is_current(credential.secret):
+                    continue
+                context = f"mfa_totp:{credential.user_id}"
+                credential.secret = cipher.seal(cipher.open(credential.secret, context), context)
+                resealed += 1
+    finally:
+        await engine.dispose()
+    return resealed, total
+
+
+def rotate_data_key() -> int:
+    """Re-seal every stored secret under DATA_ENCRYPTION_KEY (the previous keys, in
+    DATA_ENCRYPTION_PREVIOUS_KEYS, open the old ones); one transaction."""
+    from app.core.encryption import UndecryptableValue
+
+    settings = _load_settings(Settings)
+    try:
+        resealed, total = asyncio.run(_rotate_data_key(settings))
+    except UndecryptableValue:
+        raise CommandError(
+            "a stored secret opens with none of DATA_ENCRYPTION_KEY and "
+            "DATA_ENCRYPTION_PREVIOUS_KEYS: add the key that sealed it; nothing was changed"
+        ) from None
+    print(f"re-sealed {resealed} of {total} TOTP secrets with the current key")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="userservice")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -315,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(exit 0 only when the backend accepted it)",
     )
     test_email.add_argument("--to", required=True, help="the recipient address")
+
+    commands.add_parser(
+        "purge-events", help="delete the audit events older than AUDIT_RETENTION_DAYS now"
+    )
+    commands.add_parser("new-data-key", help="print a new random DATA_ENCRYPTION_KEY")
+    commands.add_parser(
+        "rotate-data-key",
+        help="re-seal the stored TOTP secrets with DATA_ENCRYPTION_KEY (after moving the old "
+        "key to DATA_ENCRYPTION_PREVIOUS_KEYS)",
+    )
     return parser
 
 
@@ -331,6 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return import_django(args)
         elif args.command == "send-test-email":
             return send_test_email(args.to)
+        elif args.command == "purge-events":
+            return purge_events()
+        elif args.command == "new-data-key":
+            return new_data_key()
+        elif args.command == "rotate-data-key":
+            return rotate_data_key()
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,9 @@ plain ``def`` dependency in the thread pool, two thread hops per request each.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -21,13 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import committing_db
+from app.core.encryption import DataKeys
 from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied, TokenExpired
 from app.core.images import ImageProcessor
-from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
+from app.core.logging import request_id_var
+from app.core.security import LegacyTokenClaims, LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage
 from app.models.user import User, UserSnapshot
 from app.resources import AppResources, resources_of
-from app.services import auth_sessions
+from app.services import auth_sessions, legacy_tokens
+from app.services.audit import Origin
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle
 
@@ -67,6 +72,7 @@ ThrottleDep = Annotated[Throttle, _part(lambda r: r.throttle)]
 MediaStorageDep = Annotated[MediaStorage, _part(lambda r: r.media_storage)]
 ImageProcessorDep = Annotated[ImageProcessor, _part(lambda r: r.image_processor)]
 TrigramStatsDep = Annotated[TrigramStats, _part(lambda r: r.trigram_stats)]
+DataKeysDep = Annotated[DataKeys, _part(lambda r: r.data_keys)]
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
@@ -88,6 +94,10 @@ ReadSessionDep = Annotated[AsyncSession, Depends(get_read_db, scope="function")]
 
 async def get_client_address(request: Request, settings: SettingsDep) -> str:
     """The peer address, or X-Forwarded-For's client when the peer is a TRUSTED_PROXIES."""
+    return _client_address(request, settings)
+
+
+def _client_address(request: Request, settings: Settings) -> str:
     peer = request.client.host if request.client else "unknown"
     if not settings.trusted_proxies:
         return peer
@@ -97,6 +107,18 @@ async def get_client_address(request: Request, settings: SettingsDep) -> str:
 
 
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
+
+
+async def get_origin(request: Request, address: ClientAddressDep) -> Origin:
+    """Where the request comes from, for the audit trail and the session list."""
+    return _origin(request, address)
+
+
+def _origin(request: Request, address: str) -> Origin:
+    return Origin.of(address, request.headers.get("user-agent"), request_id_var.get())
+
+
+OriginDep = Annotated[Origin, Depends(get_origin)]
 
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
@@ -152,26 +174,46 @@ async def get_bearer_token(request: Request, token: Annotated[str | None, Depend
 BearerToken = Annotated[str, Depends(get_bearer_token)]
 
 
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """The signed-in user and the auth session of the request's token (None for a token of
+    the replaced service, which has none)."""
+
+    user: User
+    auth_session_id: uuid.UUID | None
+
+
 async def _signed_in(
     request: Request,
     db: AsyncSession,
     codec: TokenCodec,
     token: str,
     legacy_codec: LegacyTokenCodec | None,
-) -> User:
+) -> SignIn:
     try:
-        user = await auth_sessions.user_from_access_token(db, codec, token, legacy_codec)
+        user, via = await auth_sessions.resolve_sign_in(
+            auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+        )
     except InvalidToken as refused:
         raise _expired_rather(refused, codec, legacy_codec, token) from None
     request.state.user_id = user.id  # for the request log line
-    return user
+    if isinstance(via, LegacyTokenClaims):
+        await _legacy_token_used(request, user.id, via)
+        return SignIn(user, None)
+    return SignIn(user, via)
+
+
+async def get_sign_in(request: Request, token: BearerToken, db: SessionDep) -> SignIn:
+    """The signed-in user with the token's session: for their own endpoints, where the
+    replaced service's tokens work too (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
+    resources = resources_of(request.app)
+    return await _signed_in(request, db, resources.token_codec, token, resources.legacy_token_codec)
 
 
 async def get_current_user(request: Request, token: BearerToken, db: SessionDep) -> User:
-    """The signed-in user, for their own endpoints: the replaced service's tokens work
-    here (LEGACY_SIMPLEJWT_SIGNING_KEY)."""
-    resources = resources_of(request.app)
-    return await _signed_in(request, db, resources.token_codec, token, resources.legacy_token_codec)
+    """`get_sign_in`'s user. Not a dependency on it: each layer of dependencies costs every
+    request that uses it (see `_part`)."""
+    return (await get_sign_in(request, token, db)).user
 
 
 async def get_current_user_from_own_token(
@@ -179,9 +221,11 @@ async def get_current_user_from_own_token(
 ) -> User:
     """The signed-in user, from one of this service's tokens only: staff and superuser
     routes refuse the replaced service's (401; staff log in again)."""
-    return await _signed_in(request, db, resources_of(request.app).token_codec, token, None)
+    resources = resources_of(request.app)
+    return (await _signed_in(request, db, resources.token_codec, token, None)).user
 
 
+CurrentSignIn = Annotated[SignIn, Depends(get_sign_in)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 OwnTokenUser = Annotated[User, Depends(get_current_user_from_own_token)]
 
@@ -211,17 +255,28 @@ async def _read_user(
     reader = resources.live_user_reader
     try:
         if reader is not None:
-            user = await auth_sessions.resolve_access_token(reader, codec, token, legacy_codec)
+            user, via = await auth_sessions.resolve_sign_in(reader, codec, token, legacy_codec)
         else:
             async with resources.read_sessionmaker() as db:
-                orm_user = await auth_sessions.user_from_access_token(
-                    db, codec, token, legacy_codec
+                orm_user, via = await auth_sessions.resolve_sign_in(
+                    auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
                 )
                 user = UserSnapshot.of(orm_user)
     except InvalidToken as refused:
         raise _expired_rather(refused, codec, legacy_codec, token) from None
     request.state.user_id = user.id  # for the request log line
+    if isinstance(via, LegacyTokenClaims):
+        await _legacy_token_used(request, user.id, via)
     return user
+
+
+async def _legacy_token_used(request: Request, user_id: int, claims: LegacyTokenClaims) -> None:
+    """``legacy_token.used``, the first time each of the replaced service's tokens is."""
+    resources = resources_of(request.app)
+    origin = _origin(request, _client_address(request, resources.settings))
+    await legacy_tokens.note_use(
+        resources.throttle_storage, resources.sessionmaker, user_id, claims, origin
+    )
 
 
 ReadCurrentUser = Annotated[UserSnapshot, Depends(get_current_user_for_read)]

@@ -20,7 +20,18 @@ from app.core.middleware import (
     SecurityHeadersMiddleware,
 )
 from app.resources import AppResources, set_resources
-from app.routers import API_PREFIX, admin, auth, health, keys, media, metrics, users
+from app.routers import (
+    API_PREFIX,
+    activity,
+    admin,
+    auth,
+    health,
+    keys,
+    media,
+    metrics,
+    mfa,
+    users,
+)
 from app.routers.docs import install_docs
 from app.routers.pages import install_pages
 from app.schemas.auth import LoginForm, LoginRequest
@@ -57,6 +68,8 @@ OPENAPI_TAGS = [
         "email verification links.",
     },
     {"name": "users", "description": "The signed-in user's own profile, avatar and password."},
+    {"name": "two-factor", "description": "The signed-in user's second factor (TOTP)."},
+    {"name": "activity", "description": "Sessions and the audit trail of security events."},
     {"name": "admin", "description": "User management: staff read, superusers change."},
     {"name": "keys", "description": "The public keys that verify our tokens (RS256/ES256)."},
     {"name": "health", "description": "Liveness and readiness."},
@@ -96,6 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # for /users/{user_id}.
     app.include_router(health.router)
     app.include_router(users.router)
+    # Before admin: its /users/{user_id} must not take /users/profile/sessions.
+    app.include_router(activity.router)
+    app.include_router(mfa.router)
     app.include_router(admin.router)
     app.include_router(auth.router)
     app.include_router(keys.router)

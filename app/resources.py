@@ -12,20 +12,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from limits.aio.storage import Storage
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
 from app.core.background import BackgroundWork
 from app.core.config import Settings
 from app.core.db import create_engine, create_read_sessionmaker, create_sessionmaker
+from app.core.db_errors import is_database_unavailable
+from app.core.encryption import DataKeys
 from app.core.images import ImageProcessor
 from app.core.metrics import track_pool
 from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage, create_media_storage
 from app.mail.relay import EmailRelay, start_email_relay
+from app.models.mfa import TotpCredential
 from app.repositories.live_users import LiveUserReader
+from app.services.housekeeping import Housekeeper
 from app.services.search_probe import TrigramStats
 from app.services.throttle import Throttle, create_storage
 
@@ -59,9 +65,13 @@ class AppResources:
     on other databases, where the read goes through `read_sessionmaker`."""
     trigram_stats: TrigramStats
     email_relay: EmailRelay
+    """Delivers the email outbox in the background (started here, stopped first)."""
     background: BackgroundWork
     """Work requests start and do not wait for (`app.core.background`)."""
-    """Delivers the email outbox in the background (started here, stopped first)."""
+    housekeeper: Housekeeper
+    """Purges the audit trail past AUDIT_RETENTION_DAYS, hourly."""
+    data_keys: DataKeys
+    """Seals TOTP secrets (DATA_ENCRYPTION_KEY), built on first use."""
 
     @classmethod
     @asynccontextmanager
@@ -72,6 +82,7 @@ class AppResources:
         async with AsyncExitStack() as cleanup:
             engine = create_engine(settings)
             cleanup.push_async_callback(engine.dispose)
+            await check_data_key(engine, settings)
             track_pool(engine)
             password_hasher = PasswordHasher(settings.password_hash_threads)
             cleanup.callback(password_hasher.close)
@@ -88,6 +99,9 @@ class AppResources:
             # Registered last, so it stops first: no delivery outlives the engine.
             email_relay = start_email_relay(settings, sessionmaker)
             cleanup.push_async_callback(email_relay.aclose)
+            housekeeper = Housekeeper(sessionmaker, timedelta(days=settings.audit_retention_days))
+            housekeeper.start()
+            cleanup.push_async_callback(housekeeper.aclose)
             # Last registered, first closed: running work ends before the relay and engine.
             background = BackgroundWork()
             cleanup.push_async_callback(background.aclose)
@@ -107,7 +121,30 @@ class AppResources:
                 trigram_stats=TrigramStats(),
                 email_relay=email_relay,
                 background=background,
+                housekeeper=housekeeper,
+                data_keys=DataKeys(settings.data_cipher),
             )
+
+
+async def check_data_key(engine: AsyncEngine, settings: Settings) -> None:
+    """In production, refuse to start without DATA_ENCRYPTION_KEY once an account uses
+    two-factor sign-in: its secret could not be opened, and sign-in would fail."""
+    if settings.environment != "production" or settings.data_encryption_key is not None:
+        return
+    try:
+        async with engine.connect() as connection:
+            found = await connection.scalar(select(TotpCredential.user_id).limit(1))
+    except Exception as exc:
+        # A database that is down at start-up is the readiness probe's to report; the
+        # first sign-in that needs the key answers 503 until it is set.
+        if not is_database_unavailable(exc):
+            raise
+        return
+    if found is not None:
+        raise RuntimeError(
+            "DATA_ENCRYPTION_KEY is required: accounts use two-factor sign-in and their "
+            "secrets are sealed with it (docs/two-factor.md)"
+        )
 
 
 def _legacy_token_codec(settings: Settings) -> LegacyTokenCodec | None:

@@ -128,6 +128,7 @@ class LiveBench:
         print(f"growing to {users:,} users", flush=True)
         started = time.monotonic()
         asyncio.run(database.seed_users(self.dsn, self.users + 1, users, self.password_hash))
+        asyncio.run(database.seed_events(self.dsn, self.users + 1, users, users))
         self.users = users
         print(f"  seeded in {time.monotonic() - started:.0f} s", flush=True)
         # A fresh worker: the comparison is of the table's size, not of what the earlier
@@ -207,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         password_hash = str(PASSWORD_CONTEXT.hash(PASSWORD))
         started = time.monotonic()
         asyncio.run(database.seed_users(dsn, 1, knobs.users, password_hash))
+        asyncio.run(database.seed_events(dsn, 1, knobs.users, knobs.users))
         print(f"seeded {knobs.users:,} users in {time.monotonic() - started:.1f} s")
         settings = Settings(
             _env_file=None,

@@ -83,6 +83,43 @@ async def seed_users(dsn: str, first: int, last: int, password_hash: str) -> Non
         await conn.close()
 
 
+# Seeded events come from this many addresses (10.<a>.<b>.1), so an address has events of
+# several accounts, as a shared network's would.
+EVENT_ADDRESSES = 50_000
+EVENT_TYPES = ("login.succeeded", "login.failed", "session.ended", "profile.updated")
+
+
+async def seed_events(dsn: str, first: int, last: int, users: int) -> None:
+    """Audit events ``first..last`` (one per seeded user on average), oldest first: event
+    ``i`` concerns user ``1 + i % users`` and comes from address ``i % EVENT_ADDRESSES``."""
+    types = "ARRAY[" + ",".join(f"'{name}'" for name in EVENT_TYPES) + "]"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            f"""
+            INSERT INTO audit_events (id, type, at, user_id, actor_id, ip, user_agent,
+                                      request_id, details)
+            SELECT i, ({types})[1 + i % {len(EVENT_TYPES)}],
+                   now() - make_interval(secs => $2::bigint - i),
+                   1 + i % $3::bigint, 1 + i % $3::bigint,
+                   '10.' || (i % {EVENT_ADDRESSES}) / 250 || '.' || (i % {EVENT_ADDRESSES}) % 250
+                       || '.1',
+                   'Mozilla/5.0 (bench)', md5(i::text), '{{}}'
+            FROM generate_series($1::bigint, $2::bigint) AS i
+            """,  # noqa: S608 (constants, no input)
+            first,
+            last,
+            users,
+        )
+        await conn.execute(
+            "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), "
+            "(SELECT max(id) FROM audit_events))"
+        )
+        await conn.execute("VACUUM ANALYZE audit_events")
+    finally:
+        await conn.close()
+
+
 async def issue_auth_sessions(
     dsn: str, codec: TokenCodec, user_ids: Sequence[int], kind: str
 ) -> list[str]:
@@ -91,9 +128,9 @@ async def issue_auth_sessions(
     conn = await asyncpg.connect(dsn)
     try:
         await conn.executemany(
-            "INSERT INTO auth_sessions (id, user_id, refresh_jti, created_at) "
-            "VALUES ($1, $2, $3, now())",
-            rows,
+            "INSERT INTO auth_sessions (id, user_id, refresh_jti, created_at, expires_at) "
+            "VALUES ($1, $2, $3, now(), now() + $4::interval)",
+            [(*row, codec.lifetime("refresh")) for row in rows],
         )
     finally:
         await conn.close()

@@ -54,6 +54,26 @@ end
 """
 
 
+def event_search(staff_token: str, users: int, addresses: int) -> str:
+    """Staff's audit searches: half for one account's events, half for one address's."""
+    return f"""
+local n = 0
+math.randomseed(4242)
+request = function()
+  n = n + 1
+  local filter
+  if n % 2 == 0 then
+    filter = "user_id=" .. math.random(1, {users})
+  else
+    local a = math.random(0, {addresses} - 1)
+    filter = "ip=10." .. math.floor(a / 250) .. "." .. (a % 250) .. ".1"
+  end
+  return wrk.format("GET", "/api/v1/events?limit=50&" .. filter,
+    {{["Authorization"] = "Bearer " .. {lua_string(staff_token)}}})
+end
+"""
+
+
 def login(users: int, start: int) -> str:
     """Log in as user<k> for k cycling through every seeded user (distinct accounts)."""
     return f"""

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Protocol, assert_never
 
 from bench import lua
+from bench.database import EVENT_ADDRESSES
 from bench.report import Results
 from bench.scenarios import (
     AdminSearch,
+    EventSearch,
     Login,
     Measurement,
     Plain,
@@ -140,6 +142,9 @@ class Runner:
                 text = lua.bearer_tokens(method, path, self.access_tokens)
             case AdminSearch():
                 text = lua.admin_search(self.staff_token, users)
+            case EventSearch():
+                addresses = min(users, EVENT_ADDRESSES)
+                text = lua.event_search(self.staff_token, users, addresses)
             case Login():
                 return self._write(lua.login(users, self.login_start))
             case Refresh():

@@ -53,6 +53,12 @@ class AdminSearch:
 
 
 @dataclass(frozen=True)
+class EventSearch:
+    """A staff user's audit-trail searches: half by account, half by address (one event
+    per user is seeded: at 1,000,000 users, 1,000,000 events)."""
+
+
+@dataclass(frozen=True)
 class Login:
     """Logins as distinct seeded users; each run goes on where the last one stopped."""
 
@@ -62,7 +68,7 @@ class Refresh:
     """Refresh-token rotations, chained per connection, from fresh tokens each run."""
 
 
-Request: TypeAlias = Plain | WithAccessTokens | AdminSearch | Login | Refresh
+Request: TypeAlias = Plain | WithAccessTokens | AdminSearch | EventSearch | Login | Refresh
 
 # --------------------------------------------------------------------------- declarations
 
@@ -215,6 +221,13 @@ def _at(users: Size) -> tuple[Phase, Phase]:
                     search,
                     connections=1,
                 ),
+                Step(
+                    "events@{users}",
+                    "audit events GET /api/v1/events by user_id or ip, 1 connection, "
+                    "{users:,} events",
+                    EventSearch(),
+                    connections=1,
+                ),
             ),
             users=users,
             title="{users:,} users, search",
@@ -224,7 +237,8 @@ def _at(users: Size) -> tuple[Phase, Phase]:
 
 SCALE = Scenario(
     name="scale",
-    summary="profile and admin search at --users, then at --scale-users (a fresh worker each)",
+    summary="profile, admin search and audit-event search at --users, then at --scale-users "
+    "(a fresh worker each; one audit event per user)",
     phases=(*_at("users"), *_at("scale_users")),
     ratios=(
         Ratio(
@@ -245,6 +259,13 @@ SCALE = Scenario(
             "admin search p99 (1 connection), {scale_users:,} ÷ {users:,} users",
             "search_alone@{scale_users}",
             "search_alone@{users}",
+            "p99_ms",
+            per_round=False,
+        ),
+        Ratio(
+            "audit events p99 (1 connection), {scale_users:,} ÷ {users:,} events",
+            "events@{scale_users}",
+            "events@{users}",
             "p99_ms",
             per_round=False,
         ),

@@ -50,6 +50,7 @@ from app.schemas.auth import RegisterRequest
 from app.schemas.user import UserRead
 from app.services import auth as auth_service
 from app.services import auth_sessions
+from app.services.audit import Origin
 from bench import server as bench_server
 from bench.server import free_port as free_port  # test modules import it from here
 
@@ -138,10 +139,13 @@ async def _empty_tables(app: FastAPI) -> None:
     engine = resources_of(app).engine
     async with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
-            await connection.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
+            await connection.execute(text("TRUNCATE users, audit_events RESTART IDENTITY CASCADE"))
         else:
             await connection.execute(text("DELETE FROM users"))
-            await connection.execute(text("DELETE FROM sqlite_sequence WHERE name = 'users'"))
+            await connection.execute(text("DELETE FROM audit_events"))
+            await connection.execute(
+                text("DELETE FROM sqlite_sequence WHERE name IN ('users', 'audit_events')")
+            )
 
 
 async def _reset(app: FastAPI) -> None:
@@ -294,7 +298,9 @@ async def sign_in(app: FastAPI, identifier: str = "alice") -> dict[str, str]:
         assert user.is_active, identifier
         user.last_login = utcnow()
         await db.flush()
-        pair = await auth_sessions.start(db, parts.token_codec, user)
+        pair = await auth_sessions.start(
+            db, parts.token_codec, user, Origin.of("127.0.0.1", "python-httpx", None)
+        )
     return {"access_token": pair.access.token, "refresh_token": pair.refresh.token}
 
 

@@ -176,13 +176,16 @@ def test_scale_names_its_series_by_size() -> None:
         "profile@100",
         "search@100",
         "search_alone@100",
+        "events@100",
         "profile@300",
         "search@300",
         "search_alone@300",
+        "events@300",
     ]
     assert dict(plan.series)["search_alone@300"] == "admin search, 1 connection, 300 users"
-    assert [m.connections for m in plan.stages[1].measurements] == [8, 1]
-    assert len(plan.stages[1].warmups) == 1  # both searches request the same thing
+    assert [m.connections for m in plan.stages[1].measurements] == [8, 1, 1]
+    # Both user searches request the same thing: one warm-up for them, one for the events.
+    assert len(plan.stages[1].warmups) == 2
     assert [(r.name, r.numerator, r.denominator) for r in plan.ratios] == [
         ("profile p99, 300 ÷ 100 users", "profile@300", "profile@100"),
         ("admin search p99 (8 connections), 300 ÷ 100 users", "search@300", "search@100"),
@@ -191,6 +194,7 @@ def test_scale_names_its_series_by_size() -> None:
             "search_alone@300",
             "search_alone@100",
         ),
+        ("audit events p99 (1 connection), 300 ÷ 100 events", "events@300", "events@100"),
     ]
 
 

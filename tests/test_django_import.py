@@ -34,7 +34,7 @@ from app.cli import main
 from app.core.config import Settings
 from app.core.security import PASSWORD_CONTEXT
 from app.main import create_app
-from app.models import PasswordResetToken, User
+from app.models import AuditEvent, PasswordResetToken, User
 from app.repositories import password_reset as password_reset_repo
 from app.repositories import user_import
 from app.repositories import users as users_repo
@@ -932,6 +932,29 @@ async def test_staff_routes_refuse_legacy_tokens(
     ours = await log_in(client, "admin", imported.password("admin"))
     allowed = await client.get("/api/v1/users", headers=bearer(ours.json()["access_token"]))
     assert allowed.status_code == 200  # staff log in again
+
+
+async def test_the_first_use_of_each_legacy_token_is_in_the_audit_trail(
+    app: FastAPI, client: httpx.AsyncClient, imported: DjangoSource
+) -> None:
+    user_id = imported.id("argon2_user")
+    first, second = legacy_token(user_id), legacy_token(user_id)
+    for _ in range(2):
+        response = await client.get(PROFILE, headers=bearer(first))  # the read path
+        assert response.status_code == 200
+        response = await client.get("/api/v1/users/profile/email", headers=bearer(first))
+        assert response.status_code == 200  # a signed-in route with a database session
+    async with resources_of(app).sessionmaker() as db:
+        used = (await db.scalars(select(AuditEvent).order_by(AuditEvent.id))).all()
+    assert [(event.type, event.user_id, event.actor_id) for event in used] == [
+        ("legacy_token.used", user_id, user_id)
+    ]
+    assert set(used[0].details) == {"token_issued_at"}
+    assert first not in repr(used[0].details)
+    assert (await client.get(PROFILE, headers=bearer(second))).status_code == 200
+    async with resources_of(app).sessionmaker() as db:
+        count = await db.scalar(select(func.count()).select_from(AuditEvent))
+    assert count == 2
 
 
 async def test_logout_all_and_password_change_end_legacy_tokens(

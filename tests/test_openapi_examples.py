@@ -16,12 +16,17 @@ from tests.conftest import TEST_SECRET_KEY, bearer, set_columns
 
 REGISTER = ("/api/v1/auth/register", "post", "application/json")
 LOGIN = ("/api/v1/auth/token", "post", "application/json")
-# Their bodies hold a token from another answer or an email: no fixed example could work.
+# Their bodies hold a token from another answer or an email, or an authenticator app's code:
+# no fixed example could work.
 WITHOUT_EXAMPLES = {
     ("/api/v1/auth/token/refresh", "post"),
     ("/api/v1/auth/logout", "post"),
     ("/api/v1/auth/password-reset/confirm", "post"),
     ("/api/v1/auth/verify-email", "post"),
+    ("/api/v1/auth/token/mfa", "post"),
+    ("/api/v1/users/profile/mfa/totp/confirm", "post"),
+    ("/api/v1/users/profile/mfa/totp", "delete"),
+    ("/api/v1/users/profile/mfa/recovery-codes", "post"),
     ("/api/v1/users/profile/avatar", "put"),  # a file
 }
 

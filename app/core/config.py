@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from functools import lru_cache
@@ -15,6 +16,8 @@ from typing import Annotated, Literal
 import limits
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.encryption import DataCipher, new_key, parse_key
 
 MIN_SECRET_KEY_BYTES = 32
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./userservice.db"
@@ -95,6 +98,22 @@ class Settings(DatabaseSettings):
     secret_key_file: Path = Field(
         default=Path(".secret_key"),
         description="Development only: where the generated key is kept when SECRET_KEY is unset.",
+    )
+    data_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="32 random bytes, base64: seals TOTP secrets at rest (AES-256-GCM). "
+        "Required in production once an account uses two-factor sign-in; in development "
+        "created once in DATA_ENCRYPTION_KEY_FILE. Make one with `python -m app "
+        "new-data-key`.",
+    )
+    data_encryption_key_file: Path = Field(
+        default=Path(".data_encryption_key"),
+        description="Development only: where the generated DATA_ENCRYPTION_KEY is kept.",
+    )
+    data_encryption_previous_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys that sealed values before a rotation: they still "
+        "open them until `python -m app rotate-data-key` has re-sealed every value.",
     )
     jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
     jwt_private_key_file: Path | None = Field(
@@ -239,10 +258,39 @@ class Settings(DatabaseSettings):
         description="Refuse logins (403 email_not_verified) of accounts whose email address "
         "is not verified.",
     )
+    notify_new_device: bool = Field(
+        default=True,
+        description="Email the account when it is signed in to from a device (User-Agent "
+        "family and address) it has not used in the last 90 days.",
+    )
+    audit_retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Days the audit trail keeps an event (1 to 3650); older ones are purged "
+        "in the background and by `python -m app purge-events`.",
+    )
 
     _split_lists = field_validator(
-        "cors_origins", "jwt_previous_public_key_files", "trusted_proxies", mode="before"
+        "cors_origins",
+        "jwt_previous_public_key_files",
+        "trusted_proxies",
+        "data_encryption_previous_keys",
+        mode="before",
     )(_split_commas)
+
+    @field_validator("data_encryption_key", "data_encryption_previous_keys")
+    @classmethod
+    def _data_keys(cls, value: SecretStr | list[SecretStr] | None) -> object:
+        for key in value if isinstance(value, list) else [value]:
+            if key is not None:
+                try:
+                    parse_key(key.get_secret_value())
+                except ValueError as exc:
+                    raise ValueError(
+                        f"a data encryption key {exc}: make one with `python -m app new-data-key`"
+                    ) from None
+        return value
 
     @field_validator(
         "login_limit_per_account",
@@ -470,6 +518,17 @@ class Settings(DatabaseSettings):
         """EMAIL_VERIFY_URL with PUBLIC_URL and ``token`` put in, as `password_reset_link`."""
         return _fill_link(self.email_verify_url, self.public_url, token)
 
+    def data_cipher(self) -> DataCipher | None:
+        """The cipher of DATA_ENCRYPTION_KEY (and the previous keys); in development the key
+        is created once in DATA_ENCRYPTION_KEY_FILE; None in production without a key."""
+        key = self.data_encryption_key
+        if key is None:
+            if self.environment == "production":
+                return None
+            key = SecretStr(_load_or_create_key_file(self.data_encryption_key_file, new_key))
+        previous = [parse_key(old.get_secret_value()) for old in self.data_encryption_previous_keys]
+        return DataCipher(parse_key(key.get_secret_value()), previous)
+
     @property
     def uses_hmac(self) -> bool:
         return self.jwt_algorithm in HMAC_ALGORITHMS
@@ -482,7 +541,8 @@ class Settings(DatabaseSettings):
                     "least 32 bytes, e.g. the output of `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(48))'`"
                 )
-            object.__setattr__(self, "secret_key", SecretStr(_load_or_create_key_file(self)))
+            key = _load_or_create_key_file(self.secret_key_file, _new_secret_key)
+            object.__setattr__(self, "secret_key", SecretStr(key))
         assert self.secret_key is not None
         if len(self.secret_key.get_secret_value().encode()) < MIN_SECRET_KEY_BYTES:
             raise ValueError(f"SECRET_KEY must be at least {MIN_SECRET_KEY_BYTES} bytes long")
@@ -495,19 +555,23 @@ class Settings(DatabaseSettings):
         return self.secret_key.get_secret_value()
 
 
-def _load_or_create_key_file(settings: Settings) -> str:
-    """Create the development key once (mode 0600) so tokens survive restarts."""
-    path = settings.secret_key_file
+def _new_secret_key() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def _load_or_create_key_file(path: Path, make: Callable[[], str]) -> str:
+    """Create a development key once (mode 0600) so what it signs or seals survives
+    restarts."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         key = path.read_text().strip()
         if not key:
-            raise ValueError(f"secret key file {path} is empty: delete it to regenerate") from None
+            raise ValueError(f"key file {path} is empty: delete it to regenerate") from None
         return key
     except OSError as exc:
-        raise ValueError(f"cannot create the secret key file {path}: {exc.strerror}") from None
-    key = secrets.token_urlsafe(48)
+        raise ValueError(f"cannot create the key file {path}: {exc.strerror}") from None
+    key = make()
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
     return key

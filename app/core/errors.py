@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Self
 
 # RFC 6750 section 3: the bare challenge when no bearer credentials came with the request
 # (no header, another scheme, a token without its scheme); with ``error`` when one did.
@@ -40,6 +41,10 @@ class AppError(Exception):
     code: str = "bad_request"
     detail: str = "Bad request"
     headers: Mapping[str, str] | None = None
+    # Members of the JSON body beside "detail" and "code" (e.g. the ``mfa_token``), and
+    # their names and descriptions for the schema.
+    extra: Mapping[str, str] | None = None
+    extra_fields: Mapping[str, str] = MappingProxyType({})
     # True when the request's database changes must be committed although it fails
     # (e.g. revoking a token family on refresh-token reuse).
     keeps_changes: bool = False
@@ -48,6 +53,12 @@ class AppError(Exception):
         if detail is not None:
             self.detail = detail
         super().__init__(self.detail)
+
+    def keeping_changes(self) -> Self:
+        """This occurrence commits the request's changes although it fails: a failed login
+        changes nothing but its audit event, which must be kept."""
+        self.keeps_changes = True
+        return self
 
 
 class NotAuthenticated(AppError):
@@ -134,6 +145,12 @@ class UserNotFound(AppError):
     detail = "User not found"
 
 
+class AuthSessionNotFound(AppError):
+    status_code = 404
+    code = "session_not_found"
+    detail = "No such session"
+
+
 class NoPublicKeys(AppError):
     status_code = 404
     code = "no_public_keys"
@@ -172,6 +189,58 @@ class EmailNotVerified(AppError):
     status_code = 403
     code = "email_not_verified"
     detail = "Confirm your email address first: follow the link sent to it, or ask for a new one"
+
+
+class MfaRequired(AppError):
+    """The right password of an account with a second factor: the client goes on with the
+    ``mfa_token`` at ``POST /auth/token/mfa``."""
+
+    status_code = 403
+    code = "mfa_required"
+    detail = "Enter the code of your authenticator app (or a recovery code) to finish signing in"
+    extra_fields = MappingProxyType(
+        {"mfa_token": "Send it with the code to POST /api/v1/auth/token/mfa (5 minutes, once)."}
+    )
+
+    def __init__(self, mfa_token: str) -> None:
+        super().__init__()
+        self.extra = {"mfa_token": mfa_token}
+
+
+class InvalidMfaToken(NotAuthenticated):
+    code = "invalid_mfa_token"
+    detail = "The sign-in has expired, was finished, or had too many wrong codes: log in again"
+    bearer_error = "invalid_token"
+
+
+class InvalidCode(AppError):
+    status_code = 400
+    code = "invalid_code"
+    detail = "The code is wrong, expired or already used"
+
+
+class MfaAlreadyEnabled(AppError):
+    status_code = 409
+    code = "mfa_already_enabled"
+    detail = "Two-factor sign-in is already on: turn it off first to enrol a new device"
+
+
+class MfaNotEnabled(AppError):
+    status_code = 409
+    code = "mfa_not_enabled"
+    detail = "Two-factor sign-in is not on for this account"
+
+
+class MfaNotPending(AppError):
+    status_code = 409
+    code = "mfa_not_pending"
+    detail = "No enrolment to confirm: start one with POST /api/v1/users/profile/mfa/totp"
+
+
+class MfaUnavailable(AppError):
+    status_code = 503
+    code = "mfa_unavailable"
+    detail = "Two-factor sign-in is not configured on this server (DATA_ENCRYPTION_KEY)"
 
 
 class LastSuperuser(AppError):

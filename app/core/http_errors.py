@@ -162,9 +162,10 @@ async def _app_error_handler(_request: Request, exc: Exception) -> JSONResponse:
         ]
     else:
         detail = exc.detail
-    return JSONResponse(
-        _error_body(detail, exc.code), status_code=exc.status_code, headers=exc.headers
-    )
+    body = _error_body(detail, exc.code)
+    if exc.extra:
+        body.update(exc.extra)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")

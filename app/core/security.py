@@ -205,6 +205,8 @@ class TokenClaims:
 class LegacyTokenClaims:
     user_id: int
     issued_at: float
+    expires_at: float
+    jti: str
 
 
 def _b64url(data: bytes) -> str:
@@ -282,13 +284,19 @@ class TokenCodec:
                 self._verify_keys[kid] = public
                 self.public_jwks.append(public_jwk)
 
+    def lifetime(self, token_type: TokenType) -> timedelta:
+        return self._ttl[token_type]
+
     def issue(
         self,
         token_type: TokenType,
         user_id: int,
         auth_session_id: uuid.UUID,
         jti: str | None = None,
+        amr: str = "pwd",
     ) -> IssuedToken:
+        """``amr``: the session's methods (space-separated); an access token of a session
+        that passed a second factor carries them as the RFC 8176 ``amr`` list."""
         now = int(time.time())
         ttl = self._ttl[token_type]
         claims = {
@@ -301,6 +309,8 @@ class TokenCodec:
             "jti": jti or new_jti(),
             "type": token_type,
         }
+        if amr != "pwd" and token_type == "access":  # noqa: S105
+            claims["amr"] = amr.split()
         headers = {"kid": self._kid} if self._kid else None
         token = jwt.encode(claims, self._signing_key, algorithm=self._algorithm, headers=headers)
         return IssuedToken(token=token, expires_in=int(ttl.total_seconds()))
@@ -436,7 +446,9 @@ class LegacyTokenCodec:
             user_id = int(user_id)
         if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= ID_MAX:
             raise InvalidToken()
-        return LegacyTokenClaims(user_id=user_id, issued_at=issued_at)
+        return LegacyTokenClaims(
+            user_id=user_id, issued_at=issued_at, expires_at=expires, jti=str(claims["jti"])
+        )
 
 
 def is_native_password_hash(stored_hash: str) -> bool:

@@ -40,6 +40,9 @@ class MailKind(StrEnum):
     VERIFY_EMAIL = "verify_email"
     PASSWORD_CHANGED = "password_changed"  # noqa: S105
     EMAIL_CHANGED = "email_changed"
+    TOKEN_REUSE = "token_reuse"  # noqa: S105
+    NEW_SIGN_IN = "new_sign_in"
+    MFA_CHANGED = "mfa_changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,12 @@ KINDS: Mapping[MailKind, KindSpec] = {
     MailKind.PASSWORD_CHANGED: _spec({"username"}),
     # Sent to the old address; new_email is what the address was changed to.
     MailKind.EMAIL_CHANGED: _spec({"username", "new_email"}),
+    # when: e.g. "2026-11-30 14:05 UTC".
+    MailKind.TOKEN_REUSE: _spec({"username", "when"}),
+    # device: the User-Agent (or "an unknown device"), ip: the address (or "unknown").
+    MailKind.NEW_SIGN_IN: _spec({"username", "when", "device", "ip"}),
+    # change: one sentence, e.g. "Two-factor sign-in was turned on for your account."
+    MailKind.MFA_CHANGED: _spec({"username", "change"}),
 }
 
 _environment = Environment(

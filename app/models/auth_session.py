@@ -6,9 +6,11 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.models.audit_event import IP_MAX, USER_AGENT_MAX
 from app.models.base import Base, UTCDateTime, utcnow
 
 JTI_LENGTH = 32
+AMR_MAX = 32
 
 
 class AuthSession(Base):
@@ -30,3 +32,9 @@ class AuthSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ip: Mapped[str | None] = mapped_column(String(IP_MAX), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_MAX), default=None)
+    # How the login proved who it was (RFC 8176 ``amr`` values, space-separated): "pwd", or
+    # "pwd otp" after a second factor. Its access tokens carry it, refreshed ones too.
+    amr: Mapped[str] = mapped_column(String(AMR_MAX), default="pwd")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,10 +15,27 @@ from app.models.base import utcnow
 from app.models.user import User
 
 
-async def create(db: AsyncSession, user_id: int, refresh_jti: str) -> AuthSession:
-    auth_session = AuthSession(user_id=user_id, refresh_jti=refresh_jti)
+async def create(
+    db: AsyncSession,
+    user_id: int,
+    refresh_jti: str,
+    *,
+    expires_at: datetime,
+    ip: str | None,
+    user_agent: str | None,
+    amr: str = "pwd",
+) -> AuthSession:
+    auth_session = AuthSession(
+        amr=amr,
+        id=uuid.uuid4(),
+        user_id=user_id,
+        refresh_jti=refresh_jti,
+        created_at=utcnow(),
+        expires_at=expires_at,
+        ip=ip,
+        user_agent=user_agent,
+    )
     db.add(auth_session)
-    await db.flush()
     return auth_session
 
 
@@ -25,13 +44,19 @@ async def get(db: AsyncSession, auth_session_id: uuid.UUID) -> AuthSession | Non
 
 
 async def rotate(
-    db: AsyncSession, auth_session_id: uuid.UUID, user_id: int, presented_jti: str, new_jti: str
-) -> bool:
+    db: AsyncSession,
+    auth_session_id: uuid.UUID,
+    user_id: int,
+    presented_jti: str,
+    new_jti: str,
+    expires_at: datetime,
+) -> str | None:
     """Swap the family's current refresh token id, only if ``presented_jti`` is still current.
 
     One conditional UPDATE: of concurrent refreshes with the same token, exactly one
     matches the row (PostgreSQL re-checks the WHERE after the row lock; SQLite serialises
-    writers), so there are never two valid successors.
+    writers), so there are never two valid successors. The session's ``amr`` when it was
+    rotated, None when not.
     """
     result = await db.execute(
         update(AuthSession)
@@ -41,29 +66,76 @@ async def rotate(
             AuthSession.refresh_jti == presented_jti,
             AuthSession.revoked_at.is_(None),
         )
-        .values(refresh_jti=new_jti, refreshed_at=utcnow())
+        .values(refresh_jti=new_jti, refreshed_at=utcnow(), expires_at=expires_at)
+        .returning(AuthSession.amr)
+        .execution_options(synchronize_session=False)
+    )
+    return result.scalar_one_or_none()
+
+
+async def revoke(db: AsyncSession, auth_session_id: uuid.UUID, user_id: int) -> bool:
+    """End the user's session if it is live (not revoked, not expired); whether it was."""
+    result = await db.execute(
+        update(AuthSession)
+        .where(
+            AuthSession.id == auth_session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > utcnow(),
+        )
+        .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     assert isinstance(result, CursorResult)
     return result.rowcount == 1
 
 
-async def revoke(db: AsyncSession, auth_session_id: uuid.UUID) -> None:
-    await db.execute(
-        update(AuthSession)
-        .where(AuthSession.id == auth_session_id, AuthSession.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def revoke_all_for_user(db: AsyncSession, user_id: int) -> None:
-    await db.execute(
+async def revoke_all_for_user(db: AsyncSession, user_id: int) -> int:
+    result = await db.execute(
         update(AuthSession)
         .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
+async def live_for_user(db: AsyncSession, user_id: int) -> Sequence[AuthSession]:
+    """The user's sessions that are neither ended nor expired, newest first."""
+    result = await db.scalars(
+        select(AuthSession)
+        .where(
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > utcnow(),
+        )
+        .order_by(AuthSession.created_at.desc(), AuthSession.id)
+    )
+    return result.all()
+
+
+async def has_any(db: AsyncSession, user_id: int) -> bool:
+    """Whether the user ever signed in (a session row, ended or not, is kept)."""
+    found = await db.scalar(select(AuthSession.id).where(AuthSession.user_id == user_id).limit(1))
+    return found is not None
+
+
+async def user_agents_seen_from(
+    db: AsyncSession, user_id: int, ip: str, since: datetime, limit: int = 100
+) -> Sequence[str | None]:
+    """The User-Agents of the user's sessions from ``ip`` started or used since ``since``."""
+    result = await db.scalars(
+        select(AuthSession.user_agent)
+        .where(
+            AuthSession.user_id == user_id,
+            AuthSession.ip == ip,
+            or_(AuthSession.created_at >= since, AuthSession.refreshed_at >= since),
+        )
+        .order_by(AuthSession.created_at.desc())
+        .limit(limit)
+    )
+    return result.all()
 
 
 # Built once: per request only the parameters change, and SQLAlchemy's compiled cache

@@ -11,6 +11,7 @@ from pydantic import BeforeValidator
 from app.core.errors import EmailTaken, LastSuperuser, UsernameTaken
 from app.dependencies import (
     MediaStorageDep,
+    OriginDep,
     ReadSessionDep,
     ReadStaffUser,
     SessionDep,
@@ -58,6 +59,7 @@ _401 = (
 )
 _403 = "The signed-in user is not staff (reading) or not a superuser (changing)."
 _404 = "No user has this id, or the token's user no longer exists."
+USER_ERRORS_DESCRIBED = {401: _401, 403: _403, 404: _404}
 
 
 @router.get(
@@ -98,9 +100,7 @@ async def list_users(
 @router.get(
     "/{user_id}",
     response_model=UserRead,
-    responses=error_responses(
-        STAFF_ERRORS, PARAMETER_ERRORS, descriptions={401: _401, 403: _403, 404: _404}
-    ),
+    responses=error_responses(STAFF_ERRORS, PARAMETER_ERRORS, descriptions=USER_ERRORS_DESCRIBED),
     summary="Get a user (staff)",
 )
 async def get_user(user_id: UserId, _staff: ReadStaffUser, db: ReadSessionDep) -> UserRead:
@@ -133,11 +133,13 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, db: ReadSessionDep) -
 async def update_user(
     user_id: UserId,
     data: Annotated[AdminUserUpdate, Body(openapi_examples=examples.ADMIN_USER_UPDATE)],
-    _superuser: SuperUser,
+    superuser: SuperUser,
     db: SessionDep,
     settings: SettingsDep,
+    origin: OriginDep,
 ) -> UserRead:
-    return UserRead.model_validate(await admin.update_user(db, settings, user_id, data))
+    updated = await admin.update_user(db, settings, user_id, data, superuser, origin)
+    return UserRead.model_validate(updated)
 
 
 @router.delete(
@@ -157,6 +159,10 @@ async def update_user(
     summary="Delete a user (superuser)",
 )
 async def delete_user(
-    user_id: UserId, _superuser: SuperUser, db: SessionDep, storage: MediaStorageDep
+    user_id: UserId,
+    superuser: SuperUser,
+    db: SessionDep,
+    storage: MediaStorageDep,
+    origin: OriginDep,
 ) -> None:
-    await admin.delete_user(db, storage, user_id)
+    await admin.delete_user(db, storage, user_id, superuser, origin)

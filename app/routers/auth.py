@@ -13,6 +13,7 @@ from app.core.errors import (
     InvalidCredentials,
     InvalidResetToken,
     InvalidToken,
+    MfaRequired,
     PasswordRejected,
     RefreshTokenReused,
     SessionRevoked,
@@ -23,6 +24,7 @@ from app.core.errors import (
 from app.dependencies import (
     ClientAddressDep,
     CurrentUser,
+    OriginDep,
     PasswordHasherDep,
     ResourcesDep,
     SessionDep,
@@ -73,7 +75,7 @@ _REFRESH_401 = (
 )
 
 
-def _token_response(pair: TokenPair) -> Token:
+def token_response(pair: TokenPair) -> Token:
     return Token(
         access_token=pair.access.token,
         refresh_token=pair.refresh.token,
@@ -99,8 +101,9 @@ async def register(
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> UserRead:
-    user = await auth_service.sign_up(db, settings, hasher, throttle, data, client_address)
+    user = await auth_service.sign_up(db, settings, hasher, throttle, data, client_address, origin)
     return UserRead.model_validate(user)
 
 
@@ -154,6 +157,7 @@ async def read_login_credentials(request: Request) -> LoginRequest:
         THROTTLE_ERRORS,
         InvalidCredentials,
         EmailNotVerified,
+        MfaRequired,
         descriptions={
             401: "Unknown user, wrong password or inactive account: one answer for the three "
             "(`invalid_credentials`, with `WWW-Authenticate: Bearer`).",
@@ -163,7 +167,8 @@ async def read_login_credentials(request: Request) -> LoginRequest:
     description="`username` may be the username or the email address. Accepts JSON or the "
     "OAuth2 password form. Unknown user, wrong password and inactive user get the same 401. "
     "With REQUIRE_VERIFIED_EMAIL, the right password of an account whose address is not "
-    "verified gets 403 `email_not_verified`. "
+    "verified gets 403 `email_not_verified`. For an account with two-factor sign-in, the "
+    "right password gets 403 `mfa_required` with an `mfa_token` for `POST /auth/token/mfa`. "
     "Attempts are throttled per client address, per identifier and address, and per account "
     "across addresses (429 + Retry-After).",
     openapi_extra=LOGIN_REQUEST_BODY,
@@ -176,18 +181,20 @@ async def login(
     codec: TokenCodecDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> Token:
     pair = await auth_service.login(
         db,
+        settings,
         hasher,
         codec,
         throttle,
         credentials.username,
         credentials.password,
         client_address,
-        require_verified_email=settings.require_verified_email,
+        origin,
     )
-    return _token_response(pair)
+    return token_response(pair)
 
 
 @router.post(
@@ -210,8 +217,10 @@ async def login(
     "means: log in again (a client that refreshes on `token_expired` must not do so for this "
     "call's own answer).",
 )
-async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecDep) -> Token:
-    return _token_response(await auth_sessions.refresh(db, codec, data.refresh_token))
+async def refresh_token(
+    data: RefreshRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
+) -> Token:
+    return token_response(await auth_sessions.refresh(db, codec, data.refresh_token, origin))
 
 
 @router.post(
@@ -231,8 +240,10 @@ async def refresh_token(data: RefreshRequest, db: SessionDep, codec: TokenCodecD
     description="Its access tokens stop working at once. Idempotent. An expired refresh token "
     "answers 401 `token_expired`.",
 )
-async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> Response:
-    await auth_sessions.logout(db, codec, data.refresh_token)
+async def logout(
+    data: LogoutRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
+) -> Response:
+    await auth_sessions.logout(db, codec, data.refresh_token, origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -242,8 +253,8 @@ async def logout(data: LogoutRequest, db: SessionDep, codec: TokenCodecDep) -> R
     responses=error_responses(SIGNED_IN_ERRORS),
     summary="End every session of the signed-in user",
 )
-async def logout_all(user: CurrentUser, db: SessionDep) -> Response:
-    await auth_sessions.revoke_all(db, user.id)
+async def logout_all(user: CurrentUser, db: SessionDep, origin: OriginDep) -> Response:
+    await auth_sessions.end_all(db, user.id, actor_id=user.id, origin=origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -264,10 +275,15 @@ async def request_password_reset(
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> PasswordResetAccepted:
     if await password_reset.accept_reset_request(throttle, data.email, client_address):
         await resources.background.spawn(
-            password_reset.send_reset_link, resources.sessionmaker, resources.settings, data.email
+            password_reset.send_reset_link,
+            resources.sessionmaker,
+            resources.settings,
+            data.email,
+            origin,
         )
     return PasswordResetAccepted()
 
@@ -299,9 +315,10 @@ async def confirm_password_reset(
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> Response:
     await password_reset.confirm_reset(
-        db, hasher, throttle, data.token, data.new_password, client_address
+        db, hasher, throttle, data.token, data.new_password, client_address, origin
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -329,8 +346,9 @@ async def verify_email(
     db: SessionDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
+    origin: OriginDep,
 ) -> Response:
-    await email_verification.verify(db, throttle, data.token, client_address)
+    await email_verification.verify(db, throttle, data.token, client_address, origin)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

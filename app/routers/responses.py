@@ -112,14 +112,16 @@ def error_responses(
     ``descriptions`` replaces the generic wording where a status means something particular
     on that route."""
     by_status: dict[int, set[str]] = {}
+    extra_fields: dict[int, dict[str, str]] = {}
     for kind in (*_kinds(errors), *ALWAYS):
         by_status.setdefault(kind.status_code, set()).add(kind.code)
+        extra_fields.setdefault(kind.status_code, {}).update(kind.extra_fields)
     descriptions = descriptions or {}
     if stray := set(descriptions) - set(by_status):
         raise ValueError(f"descriptions of statuses no declared error has: {sorted(stray)}")
     return {
         status_code: {
-            "model": error_model(status_code, by_status[status_code]),
+            "model": error_model(status_code, by_status[status_code], extra_fields[status_code]),
             "description": descriptions.get(status_code, _DESCRIPTIONS[status_code]),
         }
         for status_code in sorted(by_status)
@@ -127,24 +129,25 @@ def error_responses(
 
 
 def error_model(
-    status_code: int, codes: Iterable[str]
+    status_code: int, codes: Iterable[str], extra_fields: Mapping[str, str] | None = None
 ) -> type[ErrorResponse | ValidationErrorResponse]:
-    """The named body schema of ``codes``: ``code`` is their enum; made once per set."""
+    """The named body schema of ``codes``: ``code`` is their enum; made once per set.
+    ``extra_fields`` (name: description) are optional string members some codes add."""
     key = tuple(sorted(codes))
     if status_code == InvalidRequest.status_code:
         if key != (InvalidRequest.code,):
             raise ValueError(f"a 422 has the code {InvalidRequest.code!r}, not {key}")
         return ValidationErrorResponse
-    if key not in _models:
+    extras = dict(extra_fields or {})
+    cache_key = (*key, *sorted(extras))
+    if cache_key not in _models:
         example = next(
             ((code, detail) for code in key if (detail := _example_detail(code)) is not None),
             None,
         )
-        _models[key] = create_model(
-            _schema_name(key),
-            __base__=ErrorResponse,
-            detail=(str, Field(examples=[example[1]]) if example else Field()),
-            code=(
+        fields: dict[str, Any] = {
+            "detail": (str, Field(examples=[example[1]]) if example else Field()),
+            "code": (
                 str,
                 Field(
                     description=_CODE_DESCRIPTION,
@@ -152,8 +155,11 @@ def error_model(
                     json_schema_extra={"enum": list(key)},
                 ),
             ),
-        )
-    return _models[key]
+        }
+        for name, description in extras.items():
+            fields[name] = (str | None, Field(default=None, description=description))
+        _models[cache_key] = create_model(_schema_name(key), __base__=ErrorResponse, **fields)
+    return _models[cache_key]
 
 
 def _schema_name(codes: tuple[str, ...]) -> str:

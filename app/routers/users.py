@@ -17,6 +17,7 @@ from app.dependencies import (
     CurrentUser,
     ImageProcessorDep,
     MediaStorageDep,
+    OriginDep,
     PasswordHasherDep,
     ReadCurrentUser,
     SessionDep,
@@ -96,8 +97,9 @@ async def update_profile(
     settings: SettingsDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
+    origin: OriginDep,
 ) -> UserRead:
-    updated = await account.update_profile(db, settings, hasher, throttle, user, data)
+    updated = await account.update_profile(db, settings, hasher, throttle, user, data, origin)
     return UserRead.model_validate(updated)
 
 
@@ -141,10 +143,11 @@ async def upload_avatar(
     db: SessionDep,
     storage: MediaStorageDep,
     images: ImageProcessorDep,
+    origin: OriginDep,
 ) -> UserRead:
     # Never more than the limit plus one byte: enough to tell that the file is too large.
     data = await file.read(images.max_bytes + 1)
-    user = await account.set_avatar(db, storage, images, user, data)
+    user = await account.set_avatar(db, storage, images, user, data, origin)
     return UserRead.model_validate(user)
 
 
@@ -155,8 +158,10 @@ async def upload_avatar(
     summary="Remove the avatar",
     description="The avatar file is deleted and `avatar` becomes null (also when there was none).",
 )
-async def delete_avatar(user: CurrentUser, db: SessionDep, storage: MediaStorageDep) -> UserRead:
-    return UserRead.model_validate(await account.delete_avatar(db, storage, user))
+async def delete_avatar(
+    user: CurrentUser, db: SessionDep, storage: MediaStorageDep, origin: OriginDep
+) -> UserRead:
+    return UserRead.model_validate(await account.delete_avatar(db, storage, user, origin))
 
 
 @router.post(
@@ -183,8 +188,9 @@ async def change_password(
     db: SessionDep,
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
+    origin: OriginDep,
 ) -> None:
-    await account.change_password(db, hasher, throttle, user, data)
+    await account.change_password(db, hasher, throttle, user, data, origin)
 
 
 @router.delete(
@@ -212,5 +218,6 @@ async def delete_account(
     hasher: PasswordHasherDep,
     throttle: ThrottleDep,
     storage: MediaStorageDep,
+    origin: OriginDep,
 ) -> None:
-    await account.delete_account(db, hasher, throttle, storage, user, data.current_password)
+    await account.delete_account(db, hasher, throttle, storage, user, data.current_password, origin)

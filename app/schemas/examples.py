@@ -8,7 +8,8 @@ UI makes one up from the schema: ``"string"`` for text and ``"********"`` for a 
 which the password rules refuse as too common.
 
 Operations whose body holds a token from another answer or an email (refresh, logout,
-the reset confirmation, email verification) have none: no fixed value could work.
+the reset confirmation, email verification) or a code of an authenticator app (two-factor
+sign-in, its confirmation and management) have none: no fixed value could work.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ PASSWORD_CHANGE = _one(
 )
 ACCOUNT_DELETE = _one("Delete the account", {"current_password": PASSWORD})
 EMAIL_ONLY = _one("The account's address", {"email": EMAIL})
+TOTP_ENROL = _one("Start turning on two-factor sign-in", {"current_password": PASSWORD})
 ADMIN_USER_UPDATE = _one(
     "Make a user staff and mark their address verified",
     {"is_staff": True, "email_verified": True},

@@ -31,7 +31,8 @@ from app.core.storage import MediaStorage
 from app.models.user import User
 from app.repositories import users as users_repo
 from app.schemas.user import PasswordChange, ProfileUpdate
-from app.services import email_verification
+from app.services import audit, email_verification
+from app.services.audit import EventType, Origin
 from app.services.password_reset import password_changed
 from app.services.throttle import Throttle, account_key
 
@@ -66,6 +67,7 @@ async def update_profile(
     throttle: Throttle,
     user: User,
     data: ProfileUpdate,
+    origin: Origin,
 ) -> User:
     """Partial update; the email or username only change with the current password (a
     stolen access token alone cannot take over the account's identity). A new email is
@@ -75,8 +77,19 @@ async def update_profile(
         await verify_current_password(hasher, throttle, user, data.current_password)
     old_email = user.email
     await apply_changes(db, user, changes)
+    if changes:
+        audit.record(
+            db,
+            EventType.PROFILE_UPDATED,
+            user_id=user.id,
+            actor_id=user.id,
+            origin=origin,
+            details=audit.fields_changed(list(changes)),
+        )
     if "email" in changes:
-        await email_verification.email_changed(db, settings, user, old_email)
+        await email_verification.email_changed(
+            db, settings, user, old_email, actor_id=user.id, origin=origin
+        )
     return user
 
 
@@ -106,6 +119,7 @@ async def change_password(
     throttle: Throttle,
     user: User,
     data: PasswordChange,
+    origin: Origin,
 ) -> None:
     """403 for a wrong current password, 422 when the new one breaks a registration rule.
 
@@ -121,7 +135,7 @@ async def change_password(
     if problems:
         raise PasswordRejected(problems, field="new_password")
     user.password = await hasher.hash(data.new_password)
-    await password_changed(db, user)
+    await password_changed(db, user, origin)
 
 
 async def delete_account(
@@ -131,10 +145,12 @@ async def delete_account(
     storage: MediaStorage,
     user: User,
     current_password: str,
+    origin: Origin,
 ) -> None:
     """The user deletes themselves: their username and email become free again."""
     await verify_current_password(hasher, throttle, user, current_password)
     await remove_user(db, storage, user)
+    audit.record(db, EventType.ACCOUNT_DELETED, user_id=user.id, actor_id=user.id, origin=origin)
 
 
 async def remove_user(db: AsyncSession, storage: MediaStorage, user: User) -> None:
@@ -164,6 +180,7 @@ async def set_avatar(
     images: ImageProcessor,
     user: User,
     data: bytes,
+    origin: Origin,
 ) -> User:
     """Validate and re-encode the image, store it under a new random name, point the user
     to it; the previous file is deleted after the commit."""
@@ -176,18 +193,33 @@ async def set_avatar(
     previous = await users_repo.lock_avatar(db, user)
     user.avatar = name
     await users_repo.save(db)
+    _avatar_changed(db, user, origin, removed=False)
     if previous:
         after_commit(db, partial(storage.delete, previous))
     return user
 
 
-async def delete_avatar(db: AsyncSession, storage: MediaStorage, user: User) -> User:
+async def delete_avatar(
+    db: AsyncSession, storage: MediaStorage, user: User, origin: Origin
+) -> User:
     previous = await users_repo.lock_avatar(db, user)
     if previous is not None:
         user.avatar = None
         await users_repo.save(db)
+        _avatar_changed(db, user, origin, removed=True)
         after_commit(db, partial(storage.delete, previous))
     return user
+
+
+def _avatar_changed(db: AsyncSession, user: User, origin: Origin, *, removed: bool) -> None:
+    audit.record(
+        db,
+        EventType.AVATAR_CHANGED,
+        user_id=user.id,
+        actor_id=user.id,
+        origin=origin,
+        details={"removed": removed},
+    )
 
 
 def _changed(user: User, values: dict[str, Any]) -> dict[str, Any]:

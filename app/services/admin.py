@@ -14,8 +14,9 @@ from app.models.user import User
 from app.repositories import user_search
 from app.repositories import users as users_repo
 from app.schemas.user import AdminUserUpdate, UserListQuery
-from app.services import auth_sessions, email_verification
+from app.services import audit, auth_sessions, email_verification
 from app.services.account import apply_changes, ensure_a_superuser_remains, remove_user
+from app.services.audit import EventType, Origin
 from app.services.search_probe import (
     COMMON_MIN_ROWS,
     COMMON_SHARE,
@@ -52,8 +53,17 @@ async def get_user(db: AsyncSession, user_id: int) -> User:
     return user
 
 
+# Flags whose old and new values the audit trail keeps (they are no profile values).
+AUDITED_FLAGS = ("is_active", "is_staff", "is_superuser")
+
+
 async def update_user(
-    db: AsyncSession, settings: Settings, user_id: int, data: AdminUserUpdate
+    db: AsyncSession,
+    settings: Settings,
+    user_id: int,
+    data: AdminUserUpdate,
+    actor: User,
+    origin: Origin,
 ) -> User:
     """Profile fields and flags. Deactivating or demoting the last active superuser is a 409.
 
@@ -70,6 +80,12 @@ async def update_user(
         if getattr(user, field) != value
     }
     old_email = user.email
+    was_verified = user.email_verified_at is not None
+    flags = {
+        flag: {"old": getattr(user, flag), "new": changes[flag]}
+        for flag in AUDITED_FLAGS
+        if flag in changes
+    }
     demotes = (
         user.is_active
         and user.is_superuser
@@ -84,13 +100,41 @@ async def update_user(
         await auth_sessions.revoke_all(db, user.id)
     if "email" in changes:
         await email_verification.email_changed(
-            db, settings, user, old_email, verified=email_verified is True
+            db,
+            settings,
+            user,
+            old_email,
+            actor_id=actor.id,
+            origin=origin,
+            verified=email_verified is True,
         )
     elif email_verified is not None:
         await email_verification.set_verified(db, user, email_verified)
+    if (user.email_verified_at is not None) != was_verified:
+        flags["email_verified"] = {"old": was_verified, "new": not was_verified}
+    if changes or flags:
+        audit.record(
+            db,
+            EventType.ADMIN_USER_UPDATED,
+            user_id=user.id,
+            actor_id=actor.id,
+            origin=origin,
+            details={**audit.fields_changed(list(changes)), "flags": flags},
+        )
     return user
 
 
-async def delete_user(db: AsyncSession, storage: MediaStorage, user_id: int) -> None:
+async def delete_user(
+    db: AsyncSession, storage: MediaStorage, user_id: int, actor: User, origin: Origin
+) -> None:
     """Delete a user (their sessions cascade) and, after the commit, their avatar file."""
     await remove_user(db, storage, await get_user(db, user_id))
+    audit.record(
+        db, EventType.ADMIN_USER_DELETED, user_id=user_id, actor_id=actor.id, origin=origin
+    )
+
+
+async def end_sessions(db: AsyncSession, user_id: int, actor: User, origin: Origin) -> None:
+    """A superuser ends every session of a user (404 for an unknown one)."""
+    await get_user(db, user_id)
+    await auth_sessions.end_all(db, user_id, actor_id=actor.id, origin=origin)

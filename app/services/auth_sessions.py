@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -16,17 +17,27 @@ from typing import Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import (
+    AuthSessionNotFound,
     InactiveUser,
     InvalidToken,
     RefreshTokenReused,
     SessionRevoked,
     UserNotFound,
 )
-from app.core.security import IssuedToken, LegacyTokenCodec, TokenCodec, new_jti
+from app.core.security import (
+    IssuedToken,
+    LegacyTokenClaims,
+    LegacyTokenCodec,
+    TokenCodec,
+    new_jti,
+)
+from app.models.auth_session import AuthSession
 from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import auth_sessions as auth_sessions_repo
 from app.repositories import users as users_repo
+from app.services import audit, notices
+from app.services.audit import EventType, Origin
 
 
 class _TokenHolder(Protocol):
@@ -78,52 +89,116 @@ class OrmUserLookup:
 class TokenPair:
     access: IssuedToken
     refresh: IssuedToken
+    auth_session_id: uuid.UUID
 
 
-async def start(db: AsyncSession, codec: TokenCodec, user: User) -> TokenPair:
+async def start(
+    db: AsyncSession, codec: TokenCodec, user: User, origin: Origin, amr: str = "pwd"
+) -> TokenPair:
+    """A new session for ``user`` (a login), with the client's address and User-Agent;
+    ``amr`` says how the login proved itself ("pwd", or "pwd otp")."""
     refresh_jti = new_jti()
-    auth_session = await auth_sessions_repo.create(db, user.id, refresh_jti)
+    auth_session = await auth_sessions_repo.create(
+        db,
+        user.id,
+        refresh_jti,
+        expires_at=utcnow() + codec.lifetime("refresh"),
+        ip=origin.ip,
+        user_agent=origin.user_agent,
+        amr=amr,
+    )
     return TokenPair(
-        access=codec.issue("access", user.id, auth_session.id),
+        access=codec.issue("access", user.id, auth_session.id, amr=amr),
         refresh=codec.issue("refresh", user.id, auth_session.id, jti=refresh_jti),
+        auth_session_id=auth_session.id,
     )
 
 
-async def refresh(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> TokenPair:
+async def refresh(
+    db: AsyncSession, codec: TokenCodec, refresh_token: str, origin: Origin
+) -> TokenPair:
     """Rotate: the presented token is spent, a new pair is issued for the same session.
 
     Presenting a refresh token that was already rotated is reuse: the whole family is
-    revoked (kept even though the request fails), newest token included.
+    revoked (kept even though the request fails), newest token included; the event is
+    recorded and the account's address told.
     """
     claims = codec.verify(refresh_token, "refresh")
     successor_jti = new_jti()
-    if not await auth_sessions_repo.rotate(
-        db, claims.auth_session_id, claims.user_id, claims.jti, successor_jti
-    ):
-        auth_session = await auth_sessions_repo.get(db, claims.auth_session_id)
-        if (
-            auth_session is not None
-            and auth_session.user_id == claims.user_id
-            and auth_session.revoked_at is None
-        ):
-            await auth_sessions_repo.revoke(db, claims.auth_session_id)
+    amr = await auth_sessions_repo.rotate(
+        db,
+        claims.auth_session_id,
+        claims.user_id,
+        claims.jti,
+        successor_jti,
+        utcnow() + codec.lifetime("refresh"),
+    )
+    if amr is None:
+        if await auth_sessions_repo.revoke(db, claims.auth_session_id, claims.user_id):
+            audit.record(
+                db,
+                EventType.TOKEN_REUSE_DETECTED,
+                user_id=claims.user_id,
+                actor_id=None,
+                origin=origin,
+                details={"session_id": str(claims.auth_session_id)},
+            )
+            user = await users_repo.get_by_id(db, claims.user_id)
+            if user is not None:
+                notices.stolen_session_ended(db, user)
             raise RefreshTokenReused()
         raise SessionRevoked()
     user = await users_repo.get_by_id(db, claims.user_id)
     if user is None or not user.is_active:
         raise InactiveUser()
     return TokenPair(
-        access=codec.issue("access", user.id, claims.auth_session_id),
+        access=codec.issue("access", user.id, claims.auth_session_id, amr=amr),
         refresh=codec.issue("refresh", user.id, claims.auth_session_id, jti=successor_jti),
+        auth_session_id=claims.auth_session_id,
     )
 
 
-async def logout(db: AsyncSession, codec: TokenCodec, refresh_token: str) -> None:
+async def logout(db: AsyncSession, codec: TokenCodec, refresh_token: str, origin: Origin) -> None:
     """End the session the refresh token belongs to (any generation of it); idempotent."""
     claims = codec.verify(refresh_token, "refresh")
-    auth_session = await auth_sessions_repo.get(db, claims.auth_session_id)
-    if auth_session is not None and auth_session.user_id == claims.user_id:
-        await auth_sessions_repo.revoke(db, claims.auth_session_id)
+    await end(db, claims.user_id, claims.auth_session_id, actor_id=claims.user_id, origin=origin)
+
+
+async def end(
+    db: AsyncSession, user_id: int, auth_session_id: uuid.UUID, *, actor_id: int, origin: Origin
+) -> bool:
+    """End one live session of the user (its tokens stop working at once); whether there was
+    one. Recorded as ``session.ended``."""
+    if not await auth_sessions_repo.revoke(db, auth_session_id, user_id):
+        return False
+    audit.record(
+        db,
+        EventType.SESSION_ENDED,
+        user_id=user_id,
+        actor_id=actor_id,
+        origin=origin,
+        details={"session_id": str(auth_session_id)},
+    )
+    return True
+
+
+async def end_own(db: AsyncSession, user: User, auth_session_id: str, origin: Origin) -> None:
+    """The signed-in user ends one of their sessions; 404 for an id that is not one of
+    their live sessions (another user's, unknown, ended, or not an id at all)."""
+    try:
+        parsed = uuid.UUID(auth_session_id)
+    except ValueError:
+        raise AuthSessionNotFound() from None
+    if not await end(db, user.id, parsed, actor_id=user.id, origin=origin):
+        raise AuthSessionNotFound()
+
+
+async def end_all(db: AsyncSession, user_id: int, *, actor_id: int, origin: Origin) -> None:
+    """Logout-all, or a superuser ending every session of a user: ``sessions.ended_all``."""
+    await revoke_all(db, user_id)
+    audit.record(
+        db, EventType.SESSIONS_ENDED_ALL, user_id=user_id, actor_id=actor_id, origin=origin
+    )
 
 
 async def revoke_all(db: AsyncSession, user_id: int) -> None:
@@ -131,6 +206,11 @@ async def revoke_all(db: AsyncSession, user_id: int) -> None:
     service's too, which have no session): logout-all, password change, deactivation."""
     await auth_sessions_repo.revoke_all_for_user(db, user_id)
     await users_repo.set_tokens_valid_after(db, user_id, utcnow())
+
+
+async def live_sessions(db: AsyncSession, user_id: int) -> Sequence[AuthSession]:
+    """The user's sessions that still work, newest first."""
+    return await auth_sessions_repo.live_for_user(db, user_id)
 
 
 async def user_from_access_token(
@@ -157,6 +237,21 @@ async def resolve_access_token(
     legacy_codec: LegacyTokenCodec | None = None,
 ) -> UserT:
     """The rules of `user_from_access_token`, with the user read through ``users``."""
+    return (await resolve_sign_in(users, codec, token, legacy_codec))[0]
+
+
+# How a token signs its user in: through a session of ours (its id), or as a token of the
+# replaced service (its claims).
+SignInVia = uuid.UUID | LegacyTokenClaims
+
+
+async def resolve_sign_in(
+    users: UserLookup[UserT],
+    codec: TokenCodec,
+    token: str,
+    legacy_codec: LegacyTokenCodec | None = None,
+) -> tuple[UserT, SignInVia]:
+    """`resolve_access_token`, with the token's session id, or a legacy token's claims."""
     try:
         claims = codec.verify(token, "access")
     except InvalidToken:
@@ -168,7 +263,7 @@ async def resolve_access_token(
             raise InvalidToken() from None
         if not _issued_in_time(holder.tokens_valid_after, legacy.issued_at, has_auth_session=False):
             raise SessionRevoked() from None
-        return holder
+        return holder, legacy
     user, auth_session_live = await users.user_with_auth_session_state(
         claims.user_id, claims.auth_session_id
     )
@@ -177,7 +272,7 @@ async def resolve_access_token(
         user.tokens_valid_after, claims.issued_at, has_auth_session=True
     ):
         raise SessionRevoked()
-    return user
+    return user, claims.auth_session_id
 
 
 def _issued_in_time(cutoff: datetime | None, issued_at: float, *, has_auth_session: bool) -> bool:

@@ -27,7 +27,8 @@ from app.models.user import User
 from app.repositories import email_verification as tokens_repo
 from app.repositories import password_reset as reset_tokens_repo
 from app.repositories import users as users_repo
-from app.services import mail
+from app.services import audit, mail
+from app.services.audit import EventType, Origin
 from app.services.password_reset import TOKEN_BYTES, enqueue_link_email, hash_token
 from app.services.throttle import Throttle
 
@@ -53,7 +54,14 @@ async def send_link(
 
 
 async def email_changed(
-    db: AsyncSession, settings: Settings, user: User, old_email: str, *, verified: bool = False
+    db: AsyncSession,
+    settings: Settings,
+    user: User,
+    old_email: str,
+    *,
+    actor_id: int,
+    origin: Origin,
+    verified: bool = False,
 ) -> None:
     """What every change of address does (profile, admin), after the new one is saved: it is
     unverified and gets a link (unless an administrator vouches for it: ``verified``), and
@@ -63,6 +71,7 @@ async def email_changed(
     old mailbox must not be able to take the account (Django's reset tokens die with the
     email too)."""
     await reset_tokens_repo.delete_for_user(db, user.id)
+    audit.record(db, EventType.EMAIL_CHANGED, user_id=user.id, actor_id=actor_id, origin=origin)
     if verified:
         user.email_verified_at = utcnow()
         await users_repo.save(db)
@@ -124,6 +133,7 @@ async def verify(
     throttle: Throttle,
     token: str,
     client_address: str,
+    origin: Origin,
     now: datetime | None = None,
 ) -> None:
     """Mark the token's address verified. 400 ``invalid_token`` for an unknown, used,
@@ -142,3 +152,4 @@ async def verify(
         raise InvalidResetToken()  # the address changed meanwhile
     if not await tokens_repo.consume(db, row.id, token_hash, now):
         raise InvalidResetToken()  # a concurrent use, or a newer link, won (rolled back)
+    audit.record(db, EventType.EMAIL_VERIFIED, user_id=user.id, actor_id=user.id, origin=origin)

@@ -31,7 +31,8 @@ from app.models.base import utcnow
 from app.models.user import User
 from app.repositories import password_reset as tokens_repo
 from app.repositories import users as users_repo
-from app.services import auth_sessions, mail
+from app.services import audit, auth_sessions, mail
+from app.services.audit import EventType, Origin
 from app.services.throttle import Throttle, account_key
 
 TOKEN_BYTES = 32
@@ -87,17 +88,18 @@ async def send_reset_link(
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
     email: str,
+    origin: Origin,
     now: datetime | None = None,
 ) -> None:
     """The rest of a reset request, run detached from the request (`BackgroundWork`, which
     logs a failure by its type only: there is no client to answer), so no answer's time
     tells whether the address has an account; in a transaction of its own."""
     async with committing_db(sessionmaker) as db:
-        await request_reset(db, settings, email, now)
+        await request_reset(db, settings, email, origin, now)
 
 
 async def request_reset(
-    db: AsyncSession, settings: Settings, email: str, now: datetime | None = None
+    db: AsyncSession, settings: Settings, email: str, origin: Origin, now: datetime | None = None
 ) -> None:
     """Write a reset link for ``email`` if it is an account's that may reset; otherwise
     do nothing, after the same lookup and token drawing."""
@@ -116,6 +118,9 @@ async def request_reset(
         settings.password_reset_ttl,
         now,
     )
+    audit.record(
+        db, EventType.PASSWORD_RESET_REQUESTED, user_id=user.id, actor_id=None, origin=origin
+    )
 
 
 async def confirm_reset(
@@ -125,6 +130,7 @@ async def confirm_reset(
     token: str,
     new_password: str,
     client_address: str,
+    origin: Origin,
     now: datetime | None = None,
 ) -> None:
     """Set the password of the token's account.
@@ -151,17 +157,27 @@ async def confirm_reset(
     if not await tokens_repo.consume(db, row.id, token_hash, now):
         raise InvalidResetToken()  # a concurrent confirmation, or a newer request, won
     user.password = new_hash
-    await password_changed(db, user, keep_reset_token=True)
+    await password_changed(
+        db, user, origin, EventType.PASSWORD_RESET_COMPLETED, keep_reset_token=True
+    )
     await throttle.password_reset_done(
         account_key(user.id), (user.username, user.email), client_address
     )
 
 
-async def password_changed(db: AsyncSession, user: User, *, keep_reset_token: bool = False) -> None:
+async def password_changed(
+    db: AsyncSession,
+    user: User,
+    origin: Origin,
+    event_type: EventType = EventType.PASSWORD_CHANGED,
+    *,
+    keep_reset_token: bool = False,
+) -> None:
     """What every password change does besides the hash (reset, profile change): the
-    account's auth sessions and tokens end, its reset link is cancelled, and a notice goes
-    to its address in the same transaction."""
+    account's auth sessions and tokens end, its reset link is cancelled, the change is in
+    the audit trail, and a notice goes to its address, all in the same transaction."""
     await users_repo.save(db)
+    audit.record(db, event_type, user_id=user.id, actor_id=user.id, origin=origin)
     await auth_sessions.revoke_all(db, user.id)
     if not keep_reset_token:  # the reset keeps its spent row: a second use is "used"
         await tokens_repo.delete_for_user(db, user.id)

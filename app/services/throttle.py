@@ -60,6 +60,9 @@ MEMORY_STORE_MAX_KEYS = 100_000
 KNOWN_ADDRESS_DAYS = 30
 # A mark, not a count: present once the account logged in from the address.
 _KNOWN_ADDRESS = limits.parse(f"1/{KNOWN_ADDRESS_DAYS} days")
+# A refused login's audit event is written once a minute per address and identifier: a
+# flood of throttled guesses costs no database write (nor query) past the first.
+_THROTTLED_EVENT = limits.parse("1/minute")
 IPV6_PREFIX = 64  # a /64 is one subscriber's network: its 2**64 addresses are one client
 
 
@@ -153,6 +156,17 @@ class Throttle:
         await self._clear(self._per_account, "login-pair", identifier_key(identifier), network)
         with _storage_guard():
             await self._limiter.hit(_KNOWN_ADDRESS, "known-address", account, network)
+
+    async def first_throttled_login(self, identifier: str, address: str) -> bool:
+        """Whether this throttled login is the first of its address and identifier in the
+        last minute (the one whose event is recorded)."""
+        with _storage_guard():
+            return await self._limiter.hit(
+                _THROTTLED_EVENT,
+                "login-throttled",
+                identifier_key(identifier),
+                address_key(address),
+            )
 
     async def password_attempt(self, account: str) -> None:
         """A current-password check (profile changes): the account's count, then its
