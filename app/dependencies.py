@@ -24,7 +24,7 @@ from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import committing_db
 from app.core.encryption import DataKeys
-from app.core.errors import NotAuthenticated, PermissionDenied
+from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied, TokenExpired
 from app.core.images import ImageProcessor
 from app.core.logging import request_id_var
 from app.core.security import LegacyTokenClaims, LegacyTokenCodec, PasswordHasher, TokenCodec
@@ -124,12 +124,47 @@ _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False)
 
 
 def _checked_bearer_token(request: Request, token: str | None) -> str:
+    header = request.headers.get("authorization", "")
     # Oversized headers are refused before the token is decoded.
-    if len(request.headers.get("authorization", "")) > MAX_AUTHORIZATION_HEADER:
+    if len(header) > MAX_AUTHORIZATION_HEADER:
         raise NotAuthenticated("Authorization header too large")
     if not token:
-        raise NotAuthenticated()
+        # No bearer credentials: the bare challenge (RFC 6750 section 3.1), and a detail
+        # that says what was wrong with the header, if there was one.
+        if not header.strip():
+            raise NotAuthenticated()
+        scheme, _, rest = header.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            raise NotAuthenticated(
+                "The Authorization header has no token after 'Bearer': "
+                "send 'Authorization: Bearer <token>'"
+            )
+        if not rest.strip():
+            raise NotAuthenticated(
+                "The Authorization header holds no scheme: send 'Authorization: Bearer <token>'"
+            )
+        raise NotAuthenticated(
+            f"The Authorization header's scheme is {scheme[:20]!r}, not 'Bearer': "
+            "send 'Authorization: Bearer <token>'"
+        )
     return token
+
+
+def _expired_rather(
+    refused: InvalidToken, codec: TokenCodec, legacy_codec: LegacyTokenCodec | None, token: str
+) -> InvalidToken:
+    """What to answer for ``token``, refused with ``refused``: `TokenExpired` when the
+    replaced service's tokens are accepted too and ours only found the token expired (the
+    legacy codec is tried after ours, and its refusal hides ours). Failures only."""
+    if legacy_codec is None or isinstance(refused, TokenExpired):
+        return refused
+    try:
+        codec.verify(token, "access")
+    except TokenExpired as expired:
+        return expired
+    except InvalidToken:
+        pass
+    return refused
 
 
 async def get_bearer_token(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> str:
@@ -155,9 +190,12 @@ async def _signed_in(
     token: str,
     legacy_codec: LegacyTokenCodec | None,
 ) -> SignIn:
-    user, via = await auth_sessions.resolve_sign_in(
-        auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
-    )
+    try:
+        user, via = await auth_sessions.resolve_sign_in(
+            auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+        )
+    except InvalidToken as refused:
+        raise _expired_rather(refused, codec, legacy_codec, token) from None
     request.state.user_id = user.id  # for the request log line
     if isinstance(via, LegacyTokenClaims):
         await _legacy_token_used(request, user.id, via)
@@ -215,14 +253,17 @@ async def _read_user(
     token = _checked_bearer_token(request, token)
     codec = resources.token_codec
     reader = resources.live_user_reader
-    if reader is not None:
-        user, via = await auth_sessions.resolve_sign_in(reader, codec, token, legacy_codec)
-    else:
-        async with resources.read_sessionmaker() as db:
-            orm_user, via = await auth_sessions.resolve_sign_in(
-                auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
-            )
-            user = UserSnapshot.of(orm_user)
+    try:
+        if reader is not None:
+            user, via = await auth_sessions.resolve_sign_in(reader, codec, token, legacy_codec)
+        else:
+            async with resources.read_sessionmaker() as db:
+                orm_user, via = await auth_sessions.resolve_sign_in(
+                    auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+                )
+                user = UserSnapshot.of(orm_user)
+    except InvalidToken as refused:
+        raise _expired_rather(refused, codec, legacy_codec, token) from None
     request.state.user_id = user.id  # for the request log line
     if isinstance(via, LegacyTokenClaims):
         await _legacy_token_used(request, user.id, via)

@@ -776,7 +776,31 @@ async def test_old_refresh_expired_and_inactive_tokens_are_401(
     assert (await import_django(capsys, django_source)).code == 0
     response = await client.get(PROFILE, headers=bearer(django_source.tokens[token]))
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    # An expired Django token is `invalid_token`, not `token_expired`: its refresh token
+    # is refused here, so only a new login helps.
+    assert response.json()["code"] == (
+        "inactive_user" if token == "inactive_access" else "invalid_token"
+    )
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+
+
+async def test_our_expired_token_is_token_expired_beside_the_legacy_codec(
+    client: httpx.AsyncClient, imported: DjangoSource
+) -> None:
+    """The Django codec is tried after ours refused a token: its refusal must not hide that
+    ours found the token only expired. Signed with the Django key, it stays invalid."""
+    ours = await log_in(client, "bcrypt_user", imported.password("bcrypt_user"))
+    now = int(time.time())
+    expired = {
+        **jwt.get_unverified_claims(ours.json()["access_token"]),
+        "iat": now - 1000,
+        "exp": now - 1,
+    }
+    response = await client.get(PROFILE, headers=bearer(jwt.encode(expired, TEST_SECRET_KEY)))
+    assert (response.status_code, response.json()["code"]) == (401, "token_expired")
+    with_django_key = jwt.encode(expired, DJANGO_SECRET_KEY)
+    response = await client.get(PROFILE, headers=bearer(with_django_key))
+    assert (response.status_code, response.json()["code"]) == (401, "invalid_token")
 
 
 @pytest.mark.parametrize("legacy_key", [None, "some-other-django-secret-key"])
@@ -849,8 +873,8 @@ async def test_forged_legacy_tokens_are_refused(
     admin = imported.id("admin")
     token = legacy_token(admin, **forged)
     response = await client.get(PROFILE, headers=bearer(token))
-    assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert (response.status_code, response.json()["code"]) == (401, "invalid_token")
+    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
     fair = await client.get(PROFILE, headers=bearer(legacy_token(admin, lifetime=7200)))
     assert fair.status_code == 200
 

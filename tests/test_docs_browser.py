@@ -32,6 +32,8 @@ def test_docs_render_authorize_and_execute_the_profile_offline(tmp_path: Path) -
             profile = page.locator("#operations-users-get_profile")
             profile.wait_for()
             assert page.locator(".opblock").count() >= 15  # every operation rendered
+            # The auth operations come first (OPENAPI_TAGS).
+            assert page.locator("h3.opblock-tag").first.get_attribute("data-tag") == "auth"
 
             page.locator("button.authorize").first.click()
             page.fill("#oauth_username", "alice")

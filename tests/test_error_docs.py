@@ -158,7 +158,13 @@ def test_each_status_documents_exactly_the_declared_codes() -> None:
     }
     assert codes == {
         400: {"bad_request"},
-        401: {"not_authenticated", "invalid_token", "session_revoked", "inactive_user"},
+        401: {
+            "not_authenticated",
+            "invalid_token",
+            "token_expired",
+            "session_revoked",
+            "inactive_user",
+        },
         404: {"user_not_found"},
         413: {"request_too_large"},
         415: {"unsupported_media_type"},
@@ -171,7 +177,7 @@ def test_each_status_documents_exactly_the_declared_codes() -> None:
     again = error_responses(SIGNED_IN_ERRORS)
     assert again[401]["model"] is responses[401]["model"]
     assert responses[401]["model"].__name__ == (
-        "InactiveUserOrInvalidTokenOrNotAuthenticatedOrSessionRevokedError"
+        "InactiveUserOrInvalidTokenOrNotAuthenticatedOrSessionRevokedOrTokenExpiredError"
     )
 
 
@@ -198,7 +204,7 @@ DEPENDENCY_ERRORS: dict[Callable[..., Any], tuple[type[AppError], ...]] = {
     _dependency(dependencies.ReadStaffUser): STAFF_ERRORS,
     _dependency(dependencies.SuperUser): STAFF_ERRORS,
     _dependency(dependencies.ThrottleDep): THROTTLE_ERRORS,
-    auth_router.read_login_credentials: (*BODY_ERRORS, UnsupportedMediaType),
+    auth_router.read_login_credentials: BODY_ERRORS,
 }
 
 

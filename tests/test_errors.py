@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.core.errors import bearer_challenge
 from app.resources import resources_of
 from tests.conftest import asgi_client, user_payload
 
@@ -119,3 +120,10 @@ async def test_preflight_without_cors_names_cors_origins(client: httpx.AsyncClie
     assert response.json()["code"] == "method_not_allowed"
     assert "CORS_ORIGINS" in response.json()["detail"]
     assert "access-control-allow-origin" not in response.headers
+
+
+def test_a_bearer_challenge_quotes_only_what_rfc_6750_allows() -> None:
+    """error_description: printable ASCII without a quote or a backslash."""
+    assert bearer_challenge("invalid_token", 'a "b" \\ c\r\nd é') == {
+        "WWW-Authenticate": 'Bearer error="invalid_token", error_description="a \'b\' / cd "'
+    }

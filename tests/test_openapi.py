@@ -56,7 +56,7 @@ def test_operation_ids_are_unique_and_readable(schema: dict[str, Any]) -> None:
 
 
 def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
-    body = {"400", "413", "422"}  # routes that read a body
+    body = {"400", "413", "415", "422"}  # routes that read a body
     throttled = {"429"}  # routes that count password attempts
     expected = {
         ("/api/v1/auth/register", "post"): {"201", "409", *body, *throttled},

@@ -99,6 +99,19 @@ def forged_tokens(user: dict[str, Any]) -> dict[str, str]:
         "header-not-json": f"{b64(b'nope')}.{b64(good)}.c2ln",
         "payload-not-json": f"{b64({'alg': 'HS256'})}.{b64(b'[1,2')}.c2ln",
         "expired": sign(claims(user, iat=now - 1000, exp=now - 10)),
+        # Expired and wrong in another respect: invalid, never merely expired (jose's
+        # jwt.decode reports ExpiredSignatureError before some of these checks).
+        "expired-other-key": sign(
+            claims(user, iat=now - 1000, exp=now - 10),
+            key="another-secret-key-that-is-long-enough-42",
+        ),
+        "expired-bad-signature": sign(claims(user, iat=now - 1000, exp=now - 10))[:-4] + "AAAA",
+        "expired-alg-none": f"{b64({'alg': 'none'})}.{b64(claims(user, exp=now - 10))}.",
+        "expired-refresh-type": sign(claims(user, type="refresh", exp=now - 10)),
+        "expired-other-aud": sign(claims(user, aud="another-service", exp=now - 10)),
+        "expired-no-jti": sign(claims(user, jti=None, exp=now - 10)),
+        "expired-sid-not-hex": sign(claims(user, sid="x" * 32, exp=now - 10)),
+        "expired-nbf-future": sign(claims(user, nbf=now + 3600, exp=now - 10)),
         "no-exp": sign(claims(user, exp=None)),
         "no-sub": sign(claims(user, sub=None)),
         "no-type": sign(claims(user, type=None)),
@@ -139,9 +152,30 @@ async def test_forged_or_invalid_tokens_are_401(
     token = forged_tokens(alice)[case]
     response = await client.post(PROFILE, headers=bearer(token))
     assert response.status_code == 401, response.text
-    assert response.headers["www-authenticate"] == "Bearer"
-    expected = "session_revoked" if case == "sid-unknown" else "invalid_token"
-    assert response.json()["code"] == expected
+    expected = {"sid-unknown": "session_revoked", "expired": "token_expired"}
+    body = response.json()
+    assert body["code"] == expected.get(case, "invalid_token")
+    # RFC 6750: a token came and is refused.
+    assert response.headers["www-authenticate"] == (
+        f'Bearer error="invalid_token", error_description="{body["detail"]}"'
+    )
+
+
+async def test_an_expired_access_token_says_renew_it(
+    client: httpx.AsyncClient, alice: dict[str, Any]
+) -> None:
+    now = int(time.time())
+    token = sign(claims(alice, iat=now - 1000, exp=now - 1))
+    response = await client.get(PROFILE, headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "The access token has expired: get a new one with the refresh token",
+        "code": "token_expired",
+    }
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="invalid_token", '
+        'error_description="The access token has expired: get a new one with the refresh token"'
+    )
 
 
 async def test_a_correctly_signed_token_is_accepted(
@@ -153,22 +187,44 @@ async def test_a_correctly_signed_token_is_accepted(
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "detail"),
     [
-        {},
-        {"Authorization": ""},
-        {"Authorization": "Bearer"},
-        {"Authorization": "Basic YWxpY2U6cGFzcw=="},
-        {"Authorization": "Token abc"},
+        ({}, "Not authenticated: send the access token as 'Authorization: Bearer <token>'"),
+        (
+            {"Authorization": ""},
+            "Not authenticated: send the access token as 'Authorization: Bearer <token>'",
+        ),
+        (
+            {"Authorization": "Bearer"},
+            "The Authorization header has no token after 'Bearer': "
+            "send 'Authorization: Bearer <token>'",
+        ),
+        (
+            {"Authorization": "Basic YWxpY2U6cGFzcw=="},
+            "The Authorization header's scheme is 'Basic', not 'Bearer': "
+            "send 'Authorization: Bearer <token>'",
+        ),
+        (
+            {"Authorization": "JWT eyJhbGciOiJIUzI1NiJ9.e30.c2ln"},
+            "The Authorization header's scheme is 'JWT', not 'Bearer': "
+            "send 'Authorization: Bearer <token>'",
+        ),
+        (
+            {"Authorization": "eyJhbGciOiJIUzI1NiJ9.e30.c2ln"},
+            "The Authorization header holds no scheme: send 'Authorization: Bearer <token>'",
+        ),
     ],
+    ids=["none", "empty", "bearer-alone", "basic", "jwt-scheme", "bare-token"],
 )
+@pytest.mark.parametrize("method", ["GET", "PATCH"])  # ReadCurrentUser, CurrentUser
 async def test_missing_or_non_bearer_authorization_is_401(
-    client: httpx.AsyncClient, headers: dict[str, str]
+    client: httpx.AsyncClient, headers: dict[str, str], detail: str, method: str
 ) -> None:
-    response = await client.get(PROFILE, headers=headers)
+    response = await client.request(method, PROFILE, headers=headers, json={})
     assert response.status_code == 401
+    # No bearer credentials: the bare challenge, without an error attribute (RFC 6750 3.1).
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json() == {"detail": "Not authenticated", "code": "not_authenticated"}
+    assert response.json() == {"detail": detail, "code": "not_authenticated"}
 
 
 async def test_oversized_authorization_header_is_401(
@@ -185,7 +241,9 @@ async def test_inactive_user_is_401(
     await set_columns(app, is_active=False)
     response = await client.get(PROFILE, headers=bearer(alice["token"]))
     assert response.status_code == 401
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="invalid_token", error_description="User account is disabled"'
+    )
     assert response.json()["code"] == "inactive_user"
 
 

@@ -203,7 +203,8 @@ async def test_malformed_bodies_are_4xx(
     client: httpx.AsyncClient, app: FastAPI, content: bytes, content_type: str
 ) -> None:
     response = await client.post(REGISTER, content=content, headers={"content-type": content_type})
-    assert response.status_code in (400, 422)
+    # A form is refused for its media type (415), before it is read.
+    assert response.status_code in ((415,) if "form" in content_type else (400, 422))
     assert "detail" in response.json()
     assert await count_users(app) == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -65,7 +66,7 @@ async def test_reusing_a_rotated_token_revokes_the_family(
     replay = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
     assert replay.status_code == 401
     assert replay.json()["code"] == "refresh_token_reused"
-    assert replay.headers["www-authenticate"] == "Bearer"
+    assert replay.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
 
     newest = await client.post(REFRESH, json={"refresh_token": second["refresh_token"]})
     assert newest.status_code == 401
@@ -112,6 +113,36 @@ async def test_access_and_refresh_tokens_are_not_interchangeable(
     assert await profile_status(client, tokens["refresh_token"]) == 401
     logout = await client.post(LOGOUT, json={"refresh_token": tokens["access_token"]})
     assert logout.status_code == 401
+
+
+def expired(token: str, **claims: Any) -> str:
+    """``token`` re-signed with its ``exp`` in the past (and ``claims`` changed)."""
+    now = int(time.time())
+    payload = {**jwt.get_unverified_claims(token), "iat": now - 1000, "exp": now - 1, **claims}
+    return jwt.encode(payload, TEST_SECRET_KEY)
+
+
+@pytest.mark.parametrize("path", [REFRESH, LOGOUT])
+async def test_an_expired_refresh_token_is_token_expired(
+    client: httpx.AsyncClient, tokens: dict[str, Any], path: str
+) -> None:
+    response = await client.post(path, json={"refresh_token": expired(tokens["refresh_token"])})
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "The refresh token has expired: log in again",
+        "code": "token_expired",
+    }
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="invalid_token", '
+        'error_description="The refresh token has expired: log in again"'
+    )
+    # Expired and of the wrong type, or expired and forged: invalid, not merely expired.
+    as_access = expired(tokens["access_token"])
+    wrong_type = await client.post(path, json={"refresh_token": as_access})
+    assert (wrong_type.status_code, wrong_type.json()["code"]) == (401, "invalid_token")
+    forged = expired(tokens["refresh_token"])[:-4] + "AAAA"
+    forged_answer = await client.post(path, json={"refresh_token": forged})
+    assert (forged_answer.status_code, forged_answer.json()["code"]) == (401, "invalid_token")
 
 
 async def test_logout_ends_the_session_at_once(

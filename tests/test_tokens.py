@@ -22,7 +22,7 @@ import pytest
 from jose import jwk, jwt
 
 from app.core.config import Settings
-from app.core.errors import InvalidToken
+from app.core.errors import InvalidToken, TokenExpired
 from app.core.security import TokenCodec
 from tests.test_keys import private_pem, write
 
@@ -127,6 +127,61 @@ def test_codec_and_jose_agree_on_every_registered_claim_combination(
         accepted += ours
     # Guards the comparison itself: some combinations pass, most do not.
     assert 0 < accepted < len(combinations) // 10
+
+
+def codec_answer(codec: TokenCodec, token: str, kind: Any = "access") -> str:
+    try:
+        codec.verify(token, kind)
+    except TokenExpired:
+        return "token_expired"
+    except InvalidToken:
+        return "invalid_token"
+    return "ok"
+
+
+@pytest.mark.parametrize("kind", ["HS256", "ES256"])
+def test_token_expired_only_when_exp_alone_is_wrong(kind: str, tmp_path: Path) -> None:
+    """Over every combination of registered claims: `token_expired` exactly for the tokens
+    jose accepts once their past ``exp`` is moved into the future (jose itself raises
+    ExpiredSignatureError before checking iat, nbf, iss and aud)."""
+    codec, key, algorithm = codec_for(kind, tmp_path)
+    expired = 0
+    for iat, nbf, iss, aud in itertools.product(IAT, NBF, ISS, AUD):
+        past = sign(claims_with(NOW - 3600, iat, nbf, iss, aud), key, algorithm, codec)
+        future = sign(claims_with(NOW + 3600, iat, nbf, iss, aud), key, algorithm, codec)
+        answer = codec_answer(codec, past)
+        if jose_accepts(future, key, algorithm):
+            assert answer == "token_expired", (iat, nbf, iss, aud)
+            expired += 1
+        else:
+            assert answer == "invalid_token", (iat, nbf, iss, aud)
+    assert expired > 0
+
+
+@pytest.mark.parametrize("kind", ["HS256", "ES256"])
+def test_an_expired_token_that_is_also_forged_or_mistyped_is_invalid(
+    kind: str, tmp_path: Path
+) -> None:
+    codec, key, algorithm = codec_for(kind, tmp_path)
+    claims = claims_with(NOW - 3600, NOW - 7200, _MISSING, ISSUER, AUDIENCE)
+    token = sign(claims, key, algorithm, codec)
+    assert codec_answer(codec, token) == "token_expired"
+    header, payload, signature = token.split(".")
+    flipped = signature[:10] + ("A" if signature[10] != "A" else "B") + signature[11:]
+    assert codec_answer(codec, f"{header}.{payload}.{flipped}") == "invalid_token"
+    assert codec_answer(codec, f"{header}.{payload}.") == "invalid_token"
+    # Signed with another key (for ES256: one whose kid is unknown here).
+    (tmp_path / "other").mkdir()
+    other_codec, other_key, _ = codec_for(kind, tmp_path / "other")
+    if kind == "HS256":
+        other_key = "x" * 48
+    assert codec_answer(codec, sign(claims, other_key, algorithm, other_codec)) == "invalid_token"
+    # With our kid, but another key's signature.
+    assert codec_answer(codec, sign(claims, other_key, algorithm, codec)) == "invalid_token"
+    assert codec_answer(codec, token, "refresh") == "invalid_token"
+    for name, value in (("sub", "x"), ("sid", "nothex"), ("jti", ""), ("type", None)):
+        changed = sign({**claims, name: value}, key, algorithm, codec)
+        assert codec_answer(codec, changed) == "invalid_token", name
 
 
 @pytest.mark.parametrize("kind", ["HS256", "ES256"])

@@ -18,7 +18,19 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Self
 
+# RFC 6750 section 3: the bare challenge when no bearer credentials came with the request
+# (no header, another scheme, a token without its scheme); with ``error`` when one did.
 BEARER_CHALLENGE = MappingProxyType({"WWW-Authenticate": "Bearer"})
+# error_description's allowed characters (RFC 6750 section 3): no quote, no backslash.
+_UNQUOTABLE = str.maketrans({'"': "'", "\\": "/"})
+
+
+def bearer_challenge(error: str, description: str) -> Mapping[str, str]:
+    """``WWW-Authenticate: Bearer error="...", error_description="..."``."""
+    text = "".join(c for c in description.translate(_UNQUOTABLE) if " " <= c <= "~")
+    return MappingProxyType(
+        {"WWW-Authenticate": f'Bearer error="{error}", error_description="{text}"'}
+    )
 
 
 class AppError(Exception):
@@ -50,31 +62,60 @@ class AppError(Exception):
 
 
 class NotAuthenticated(AppError):
+    """401. Without ``bearer_error``: no bearer token came with the request (no header,
+    another scheme, a token without "Bearer "), answered with the bare challenge; with it,
+    a token came and is refused, and the challenge says so (RFC 6750 section 3.1)."""
+
     status_code = 401
     code = "not_authenticated"
-    detail = "Not authenticated"
-    headers = BEARER_CHALLENGE
+    detail = "Not authenticated: send the access token as 'Authorization: Bearer <token>'"
+    headers: Mapping[str, str] | None = BEARER_CHALLENGE
+    bearer_error: str | None = None
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        if self.bearer_error is not None:
+            self.headers = bearer_challenge(self.bearer_error, self.detail)
 
 
 class InvalidToken(NotAuthenticated):
+    """Malformed, forged, of the wrong type (a refresh token as an access token), signed
+    with an unknown key, or a claim that does not check out: log in again."""
+
     code = "invalid_token"
-    detail = "Invalid or expired token"
+    detail = "Invalid token: log in again"
+    bearer_error = "invalid_token"
+
+
+class TokenExpired(InvalidToken):
+    """A token of ours that checks out in every respect but ``exp``, which is past: for an
+    access token, renew it with the refresh token (POST /api/v1/auth/token/refresh); for a
+    refresh token, log in again. Only after the signature, the key, the type and every other
+    claim are verified, so a forged or wrongly typed token is never told it merely expired.
+    The replaced Django service's tokens stay `InvalidToken` when expired: their refresh
+    tokens are not accepted here, so only a new login helps."""
+
+    code = "token_expired"
+    detail = "The access token has expired: get a new one with the refresh token"
 
 
 class SessionRevoked(NotAuthenticated):
     code = "session_revoked"
     detail = "Session has ended; log in again"
+    bearer_error = "invalid_token"
 
 
 class RefreshTokenReused(NotAuthenticated):
     code = "refresh_token_reused"
     detail = "Refresh token was already used; every token of this session is now revoked"
     keeps_changes = True
+    bearer_error = "invalid_token"
 
 
 class InactiveUser(NotAuthenticated):
     code = "inactive_user"
     detail = "User account is disabled"
+    bearer_error = "invalid_token"
 
 
 class InvalidCredentials(NotAuthenticated):
@@ -169,6 +210,7 @@ class MfaRequired(AppError):
 class InvalidMfaToken(NotAuthenticated):
     code = "invalid_mfa_token"
     detail = "The sign-in has expired, was finished, or had too many wrong codes: log in again"
+    bearer_error = "invalid_token"
 
 
 class InvalidCode(AppError):
@@ -224,7 +266,7 @@ class FileTooLarge(AppError):
 class UnsupportedMediaType(AppError):
     status_code = 415
     code = "unsupported_media_type"
-    detail = "Send application/json or application/x-www-form-urlencoded"
+    detail = "Content-Type 'text/plain' is not accepted here: send the body as application/json"
 
 
 class TooManyRequests(AppError):

@@ -28,7 +28,7 @@ from passlib.context import CryptContext
 from passlib.exc import UnknownHashError
 
 from app.core.config import Settings
-from app.core.errors import InvalidToken
+from app.core.errors import InvalidToken, TokenExpired
 from app.models.user import ID_MAX
 
 # New hashes: argon2id with OWASP's minimum (m=19 MiB, t=2, p=1). Django's formats verify
@@ -235,6 +235,12 @@ def _public_key(pem: str, algorithm: str) -> tuple[str, Any, dict[str, Any]]:
     return kid, public, public_jwk
 
 
+# What an expired token's holder should do, by type (`TokenExpired`).
+_EXPIRED: dict[TokenType, str] = {
+    "access": TokenExpired.detail,
+    "refresh": "The refresh token has expired: log in again",
+}
+
 # Header members that point at keys elsewhere: we never issue them and never follow them.
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 
@@ -310,7 +316,8 @@ class TokenCodec:
         return IssuedToken(token=token, expires_in=int(ttl.total_seconds()))
 
     def verify(self, token: str, token_type: TokenType) -> TokenClaims:
-        """Signature, algorithm, key id, expiry, issuer, audience, type; else InvalidToken."""
+        """Signature, algorithm, key id, issuer, audience, type, the other claims, then
+        expiry; else InvalidToken, or TokenExpired when ``exp`` alone is wrong (past)."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken()
         try:
@@ -348,20 +355,23 @@ class TokenCodec:
         user_id = int(subject)
         if user_id > ID_MAX:
             raise InvalidToken()
+        # Last: only a token that checks out in every other respect has merely expired.
+        if time.time() >= claims["exp"]:
+            raise TokenExpired(_EXPIRED[token_type])
         return TokenClaims(
             user_id=user_id, auth_session_id=uuid.UUID(hex=sid), jti=jti, issued_at=claims["iat"]
         )
 
     def _registered_claims_hold(self, claims: dict[str, Any]) -> bool:
-        """RFC 7519 checks, as jose's with require_{exp,iat,iss,aud}: ``exp`` in the future,
-        ``iat`` a number, ``nbf`` (never issued) not in the future, ``iss`` ours, ``aud``
-        ours or a list that holds it. Dates must be JSON numbers (jose also takes numeric
-        strings)."""
+        """RFC 7519 checks, as jose's with require_{exp,iat,iss,aud}, but for ``exp``'s
+        date (`verify` checks it last): ``exp`` and ``iat`` numbers, ``nbf`` (never issued)
+        not in the future, ``iss`` ours, ``aud`` ours or a list that holds it. Dates must
+        be JSON numbers (jose also takes numeric strings)."""
         now = time.time()
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", now)
         if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
             return False
-        if now >= exp or nbf > now:
+        if nbf > now:
             return False
         if claims.get("iss") != self._issuer:
             return False

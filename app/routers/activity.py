@@ -22,6 +22,7 @@ from app.models.auth_session import AuthSession
 from app.repositories.audit_events import EventFilter
 from app.routers import API_PREFIX
 from app.routers.admin import USER_ERRORS_DESCRIBED, UserId
+from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     PARAMETER_ERRORS,
     SIGNED_IN_ERRORS,
@@ -40,7 +41,7 @@ from app.schemas.activity import (
 )
 from app.services import admin, audit, auth_sessions
 
-router = APIRouter(prefix=API_PREFIX, tags=["activity"])
+router = APIRouter(prefix=API_PREFIX, tags=["activity"], route_class=MediaTypeRoute)
 
 
 def _session_list(sessions: Sequence[AuthSession], current: uuid.UUID | None) -> SessionList:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, status
 from pydantic import BeforeValidator
 
 from app.core.errors import EmailTaken, LastSuperuser, UsernameTaken
@@ -21,16 +21,18 @@ from app.dependencies import (
 )
 from app.models.user import ID_MAX
 from app.routers import API_PREFIX
+from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
     PARAMETER_ERRORS,
     STAFF_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
-router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"], route_class=MediaTypeRoute)
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -49,9 +51,11 @@ UserId = Annotated[
 ]
 
 _401 = (
-    "Not authenticated: the bearer token is missing, malformed, badly signed, expired or not "
-    "an access token, its session has ended, or the user is inactive. Tokens of the replaced "
-    "Django service (LEGACY_SIMPLEJWT_SIGNING_KEY) are refused here: staff log in again."
+    "Not authenticated: the bearer token is missing (`not_authenticated`), expired "
+    "(`token_expired`: renew it with the refresh token), malformed, badly signed or not an "
+    "access token (`invalid_token`), its session has ended, or the user is inactive. Tokens "
+    "of the replaced Django service (LEGACY_SIMPLEJWT_SIGNING_KEY) are refused here: staff "
+    "log in again."
 )
 _403 = "The signed-in user is not staff (reading) or not a superuser (changing)."
 _404 = "No user has this id, or the token's user no longer exists."
@@ -128,7 +132,7 @@ async def get_user(user_id: UserId, _staff: ReadStaffUser, db: ReadSessionDep) -
 )
 async def update_user(
     user_id: UserId,
-    data: AdminUserUpdate,
+    data: Annotated[AdminUserUpdate, Body(openapi_examples=examples.ADMIN_USER_UPDATE)],
     superuser: SuperUser,
     db: SessionDep,
     settings: SettingsDep,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -17,6 +17,7 @@ from app.core.errors import (
     PasswordRejected,
     RefreshTokenReused,
     SessionRevoked,
+    TokenExpired,
     UnsupportedMediaType,
     UsernameTaken,
 )
@@ -32,6 +33,7 @@ from app.dependencies import (
     TokenCodecDep,
 )
 from app.routers import API_PREFIX
+from app.routers.content_type import MediaTypeRoute, is_json, media_type_of, unsupported
 from app.routers.responses import (
     BODY_ERRORS,
     DATABASE_ERRORS,
@@ -39,6 +41,7 @@ from app.routers.responses import (
     THROTTLE_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.auth import (
     EmailVerifyRequest,
     EmailVerifyResend,
@@ -58,9 +61,18 @@ from app.services import auth as auth_service
 from app.services import auth_sessions, email_verification, password_reset
 from app.services.auth_sessions import TokenPair
 
-router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=MediaTypeRoute)
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+_REFRESH_401 = (
+    "The refresh token is refused: expired (`token_expired`), malformed, badly signed or not a "
+    "refresh token (`invalid_token`), spent already (`refresh_token_reused`: the session is "
+    "revoked), its session ended (`session_revoked`) or the user is inactive "
+    '(`inactive_user`); `WWW-Authenticate: Bearer error="invalid_token", ...`. Whatever the '
+    "code: log in again."
+)
 
 
 def token_response(pair: TokenPair) -> Token:
@@ -83,7 +95,7 @@ def token_response(pair: TokenPair) -> Token:
     description="A link to confirm the address (valid for EMAIL_VERIFY_TTL) is emailed to it.",
 )
 async def register(
-    data: RegisterRequest,
+    data: Annotated[RegisterRequest, Body(openapi_examples=examples.REGISTER)],
     db: SessionDep,
     settings: SettingsDep,
     hasher: PasswordHasherDep,
@@ -95,33 +107,45 @@ async def register(
     return UserRead.model_validate(user)
 
 
+# What the route class (`MediaTypeRoute`) lets through to `read_login_credentials`.
+LOGIN_MEDIA_TYPES = ("application/json", *_FORM_TYPES)
+LOGIN_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media_type: {
+                "schema": {
+                    "$ref": "#/components/schemas/"
+                    + ("LoginRequest" if media_type == "application/json" else "LoginForm")
+                },
+                "examples": examples.LOGIN,
+            }
+            for media_type in LOGIN_MEDIA_TYPES
+        },
+    }
+}
+
+
 async def read_login_credentials(request: Request) -> LoginRequest:
     """JSON for API clients, the OAuth2 password form for /docs' Authorize dialog."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request)
     try:
-        if media_type == "application/json" or media_type.endswith("+json"):
+        if is_json(media_type):
             return LoginRequest.model_validate_json(await request.body())
         if media_type in _FORM_TYPES:
+            if media_type == _FORM_TYPES[0] and (await request.body()).lstrip()[:1] == b"{":
+                # JSON sent as a form (curl -d): not "field required" for both fields.
+                raise UnsupportedMediaType(
+                    f"The body is JSON but its Content-Type is {media_type!r} (curl -d sends "
+                    "that): send it with 'Content-Type: application/json'"
+                )
             form = await request.form()
             fields = {key: value for key, value in form.items() if isinstance(value, str)}
             return LoginForm.model_validate(fields)
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         raise RequestValidationError(errors) from None
-    raise UnsupportedMediaType()
-
-
-LOGIN_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}},
-            "application/x-www-form-urlencoded": {
-                "schema": {"$ref": "#/components/schemas/LoginForm"}
-            },
-        },
-    }
-}
+    raise unsupported(media_type, LOGIN_MEDIA_TYPES)
 
 
 @router.post(
@@ -134,7 +158,10 @@ LOGIN_REQUEST_BODY = {
         InvalidCredentials,
         EmailNotVerified,
         MfaRequired,
-        UnsupportedMediaType,
+        descriptions={
+            401: "Unknown user, wrong password or inactive account: one answer for the three "
+            "(`invalid_credentials`, with `WWW-Authenticate: Bearer`).",
+        },
     ),
     summary="Log in: get an access token and a refresh token",
     description="`username` may be the username or the email address. Accepts JSON or the "
@@ -177,13 +204,18 @@ async def login(
         BODY_ERRORS,
         DATABASE_ERRORS,
         InvalidToken,
+        TokenExpired,
         SessionRevoked,
         RefreshTokenReused,
         InactiveUser,
+        descriptions={401: _REFRESH_401},
     ),
     summary="Rotate a refresh token",
     description="Returns a new access token and a new refresh token; the one sent is spent. "
-    "Sending a spent refresh token again revokes the whole session (401).",
+    "Sending a spent refresh token again revokes the whole session (401). An expired refresh "
+    "token answers 401 `token_expired`, like an expired access token elsewhere; here every 401 "
+    "means: log in again (a client that refreshes on `token_expired` must not do so for this "
+    "call's own answer).",
 )
 async def refresh_token(
     data: RefreshRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
@@ -194,9 +226,19 @@ async def refresh_token(
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(BODY_ERRORS, DATABASE_ERRORS, InvalidToken),
+    responses=error_responses(
+        BODY_ERRORS,
+        DATABASE_ERRORS,
+        InvalidToken,
+        TokenExpired,
+        descriptions={
+            401: "The refresh token is refused: expired (`token_expired`), or malformed, badly "
+            "signed or not a refresh token (`invalid_token`).",
+        },
+    ),
     summary="End the session of a refresh token",
-    description="Its access tokens stop working at once. Idempotent.",
+    description="Its access tokens stop working at once. Idempotent. An expired refresh token "
+    "answers 401 `token_expired`.",
 )
 async def logout(
     data: LogoutRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
@@ -229,7 +271,7 @@ async def logout_all(user: CurrentUser, db: SessionDep, origin: OriginDep) -> Re
     "is sent, so its time does not depend on the address either.",
 )
 async def request_password_reset(
-    data: PasswordResetRequest,
+    data: Annotated[PasswordResetRequest, Body(openapi_examples=examples.EMAIL_ONLY)],
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,
@@ -323,7 +365,7 @@ async def verify_email(
     "address either.",
 )
 async def resend_verification(
-    data: EmailVerifyResend,
+    data: Annotated[EmailVerifyResend, Body(openapi_examples=examples.EMAIL_ONLY)],
     resources: ResourcesDep,
     throttle: ThrottleDep,
     client_address: ClientAddressDep,

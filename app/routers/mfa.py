@@ -3,7 +3,9 @@ a superuser's reset."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response, status
 
 from app.core.errors import (
     InactiveUser,
@@ -30,6 +32,7 @@ from app.dependencies import (
 from app.routers import API_PREFIX
 from app.routers.admin import USER_ERRORS_DESCRIBED, UserId
 from app.routers.auth import token_response
+from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
     PARAMETER_ERRORS,
@@ -38,6 +41,7 @@ from app.routers.responses import (
     THROTTLE_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.auth import Token
 from app.schemas.mfa import (
     MfaManage,
@@ -51,7 +55,7 @@ from app.schemas.mfa import (
 from app.services import admin, mfa
 from app.services import auth as auth_service
 
-router = APIRouter(prefix=API_PREFIX)
+router = APIRouter(prefix=API_PREFIX, route_class=MediaTypeRoute)
 
 PROFILE_MFA = "/users/profile/mfa"
 _MANAGE_403 = "Wrong `current_password` (code `invalid_current_password`)."
@@ -141,7 +145,7 @@ async def get_mfa_state(user: CurrentUser, db: SessionDep) -> MfaState:
     "`mfa_already_enabled` when it is on already.",
 )
 async def enrol_totp(
-    data: TotpEnrolRequest,
+    data: Annotated[TotpEnrolRequest, Body(openapi_examples=examples.TOTP_ENROL)],
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,

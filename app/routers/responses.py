@@ -34,7 +34,9 @@ from app.core.errors import (
     PermissionDenied,
     ServiceUnavailable,
     SessionRevoked,
+    TokenExpired,
     TooManyRequests,
+    UnsupportedMediaType,
     UserNotFound,
 )
 from app.core.http_errors import InternalError, InvalidRequest, MalformedBody, RequestTooLarge
@@ -52,6 +54,7 @@ DATABASE_ERRORS: tuple[type[AppError], ...] = (ServiceUnavailable,)
 SIGNED_IN_ERRORS: tuple[type[AppError], ...] = (
     NotAuthenticated,
     InvalidToken,
+    TokenExpired,
     SessionRevoked,
     InactiveUser,
     UserNotFound,
@@ -64,22 +67,33 @@ THROTTLE_ERRORS: tuple[type[AppError], ...] = (TooManyRequests, ServiceUnavailab
 # Query or path parameters that do not validate (FastAPI).
 PARAMETER_ERRORS: tuple[type[AppError], ...] = (InvalidRequest,)
 # A route that reads a body: unparsable (FastAPI), over MAX_BODY_BYTES (the body limit
-# middleware), or invalid (FastAPI, or a rule checked by the service: `FieldRejected`).
-BODY_ERRORS: tuple[type[AppError], ...] = (MalformedBody, RequestTooLarge, InvalidRequest)
+# middleware), of a media type it does not accept (`app.routers.content_type`), or invalid
+# (FastAPI, or a rule checked by the service: `FieldRejected`).
+BODY_ERRORS: tuple[type[AppError], ...] = (
+    MalformedBody,
+    RequestTooLarge,
+    UnsupportedMediaType,
+    InvalidRequest,
+)
 # Every route: a bug.
 ALWAYS: tuple[type[AppError], ...] = (InternalError,)
 
 _DESCRIPTIONS = {
     400: "The body could not be parsed (malformed multipart, JSON nested too deeply).",
-    401: "Not authenticated: the bearer token is missing, malformed, badly signed, expired or "
-    "not an access token, or the user is inactive.",
+    401: "Not authenticated. `not_authenticated`: no bearer token (no Authorization header, "
+    "another scheme, or a token without `Bearer `; the challenge is a bare `Bearer`). "
+    "`token_expired`: the access token checks out but has expired: renew it with the refresh "
+    "token. `invalid_token` (malformed, badly signed, not an access token), `session_revoked`, "
+    "`inactive_user`: log in again. Token answers carry `WWW-Authenticate: Bearer "
+    'error="invalid_token", error_description="..."` (RFC 6750).',
     403: "Authenticated but not allowed.",
     404: "Not found (for an authenticated request: the token's user no longer exists).",
     409: "The username or email is already taken (`username_taken`, `email_taken`), also as "
     "another account's login identifier: a username equal to another account's email, or an "
     "email equal to another account's username, whatever the case or Unicode spelling.",
     413: "The request body is larger than MAX_BODY_BYTES.",
-    415: "Unsupported Content-Type.",
+    415: "The body's Content-Type is not one this operation accepts (see its request body: "
+    "`application/json` unless it says otherwise); the detail names those it accepts.",
     422: "Invalid input.",
     429: "Too many attempts: wait for the number of seconds in Retry-After.",
     500: "Unexpected error; details are only in the server log.",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, Body, File, UploadFile, status
 
 from app.core.errors import (
     EmailTaken,
@@ -26,16 +26,18 @@ from app.dependencies import (
 )
 from app.models.user import UserSnapshot
 from app.routers import API_PREFIX
+from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
     SIGNED_IN_ERRORS,
     THROTTLE_ERRORS,
     error_responses,
 )
+from app.schemas import examples
 from app.schemas.user import AccountDelete, EmailStatus, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
-router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"], route_class=MediaTypeRoute)
 
 PROFILE_RESPONSES = error_responses(SIGNED_IN_ERRORS)
 PROFILE_DESCRIPTION = (
@@ -89,7 +91,7 @@ async def get_profile(user: ReadCurrentUser) -> UserSnapshot:
     "unverified: a link to confirm it goes there, and a notice to the old address.",
 )
 async def update_profile(
-    data: ProfileUpdate,
+    data: Annotated[ProfileUpdate, Body(openapi_examples=examples.PROFILE_UPDATE)],
     user: CurrentUser,
     db: SessionDep,
     settings: SettingsDep,
@@ -181,7 +183,7 @@ async def delete_avatar(
     "password no longer logs in.",
 )
 async def change_password(
-    data: PasswordChange,
+    data: Annotated[PasswordChange, Body(openapi_examples=examples.PASSWORD_CHANGE)],
     user: CurrentUser,
     db: SessionDep,
     hasher: PasswordHasherDep,
@@ -210,7 +212,7 @@ async def change_password(
     "username and email can be registered again.",
 )
 async def delete_account(
-    data: AccountDelete,
+    data: Annotated[AccountDelete, Body(openapi_examples=examples.ACCOUNT_DELETE)],
     user: CurrentUser,
     db: SessionDep,
     hasher: PasswordHasherDep,
