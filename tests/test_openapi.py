@@ -97,7 +97,14 @@ def test_api_operations_document_their_errors(schema: dict[str, Any]) -> None:
             *body,
             *throttled,
         },
-        ("/api/v1/users/profile/mfa/totp/confirm", "post"): {"200", "401", "404", "409", *body, *throttled},
+        ("/api/v1/users/profile/mfa/totp/confirm", "post"): {
+            "200",
+            "401",
+            "404",
+            "409",
+            *body,
+            *throttled,
+        },
         ("/api/v1/users/profile/mfa/recovery-codes", "post"): {
             "200",
             "401",
