@@ -24,7 +24,7 @@ from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import committing_db
 from app.core.encryption import DataKeys
-from app.core.errors import InvalidToken, NotAuthenticated, PermissionDenied, TokenExpired
+from app.core.errors import NotAuthenticated, PermissionDenied
 from app.core.images import ImageProcessor
 from app.core.logging import request_id_var
 from app.core.security import LegacyTokenClaims, LegacyTokenCodec, PasswordHasher, TokenCodec
@@ -150,23 +150,6 @@ def _checked_bearer_token(request: Request, token: str | None) -> str:
     return token
 
 
-def _expired_rather(
-    refused: InvalidToken, codec: TokenCodec, legacy_codec: LegacyTokenCodec | None, token: str
-) -> InvalidToken:
-    """What to answer for ``token``, refused with ``refused``: `TokenExpired` when the
-    replaced service's tokens are accepted too and ours only found the token expired (the
-    legacy codec is tried after ours, and its refusal hides ours). Failures only."""
-    if legacy_codec is None or isinstance(refused, TokenExpired):
-        return refused
-    try:
-        codec.verify(token, "access")
-    except TokenExpired as expired:
-        return expired
-    except InvalidToken:
-        pass
-    return refused
-
-
 async def get_bearer_token(request: Request, token: Annotated[str | None, Depends(_bearer)]) -> str:
     return _checked_bearer_token(request, token)
 
@@ -190,12 +173,9 @@ async def _signed_in(
     token: str,
     legacy_codec: LegacyTokenCodec | None,
 ) -> SignIn:
-    try:
-        user, via = await auth_sessions.resolve_sign_in(
-            auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
-        )
-    except InvalidToken as refused:
-        raise _expired_rather(refused, codec, legacy_codec, token) from None
+    user, via = await auth_sessions.resolve_sign_in(
+        auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+    )
     request.state.user_id = user.id  # for the request log line
     if isinstance(via, LegacyTokenClaims):
         await _legacy_token_used(request, user.id, via)
@@ -253,17 +233,14 @@ async def _read_user(
     token = _checked_bearer_token(request, token)
     codec = resources.token_codec
     reader = resources.live_user_reader
-    try:
-        if reader is not None:
-            user, via = await auth_sessions.resolve_sign_in(reader, codec, token, legacy_codec)
-        else:
-            async with resources.read_sessionmaker() as db:
-                orm_user, via = await auth_sessions.resolve_sign_in(
-                    auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
-                )
-                user = UserSnapshot.of(orm_user)
-    except InvalidToken as refused:
-        raise _expired_rather(refused, codec, legacy_codec, token) from None
+    if reader is not None:
+        user, via = await auth_sessions.resolve_sign_in(reader, codec, token, legacy_codec)
+    else:
+        async with resources.read_sessionmaker() as db:
+            orm_user, via = await auth_sessions.resolve_sign_in(
+                auth_sessions.OrmUserLookup(db), codec, token, legacy_codec
+            )
+            user = UserSnapshot.of(orm_user)
     request.state.user_id = user.id  # for the request log line
     if isinstance(via, LegacyTokenClaims):
         await _legacy_token_used(request, user.id, via)

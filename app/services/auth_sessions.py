@@ -22,6 +22,7 @@ from app.core.errors import (
     InvalidToken,
     RefreshTokenReused,
     SessionRevoked,
+    TokenExpired,
     UserNotFound,
 )
 from app.core.security import (
@@ -260,8 +261,10 @@ async def resolve_sign_in(
     """`resolve_access_token`, with the token's session id, or a legacy token's claims."""
     try:
         claims = codec.verify(token, "access")
-    except InvalidToken:
-        if legacy_codec is None:
+    except InvalidToken as refused:
+        # An expired token of ours (signature and claims checked) says so: it is no
+        # legacy token, and the client should refresh.
+        if legacy_codec is None or isinstance(refused, TokenExpired):
             raise
         legacy = legacy_codec.verify(token)
         holder = _usable(await users.user(legacy.user_id))
