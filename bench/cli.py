@@ -34,11 +34,11 @@ from pathlib import Path
 
 from app.core.config import Settings
 from app.core.security import PASSWORD_CONTEXT, TokenCodec
-from bench import database
+from bench import bare, database
 from bench.lua import PASSWORD
 from bench.report import report
 from bench.runner import Runner
-from bench.scenarios import FULL, QUICK, SCENARIOS, SERVICE, Knobs, Scenario, resolve
+from bench.scenarios import BARE, FULL, QUICK, SCENARIOS, SERVICE, Knobs, Scenario, resolve
 from bench.server import Server, server_env
 from bench.wrk import WRK_CPU, Wrk
 
@@ -117,12 +117,15 @@ class LiveBench:
     password_hash: str
     users: int
     service: Server
+    bare: Server | None = None
     placement: str = "PostgreSQL not pinned"
 
     def url(self, target: str) -> str:
-        if target != SERVICE:
-            raise ValueError(f"no server named {target!r} in this benchmark")
-        return self.service.url
+        if target == SERVICE:
+            return self.service.url
+        if target == BARE and self.bare is not None:
+            return self.bare.url
+        raise ValueError(f"no server named {target!r} in this benchmark")
 
     def grow(self, users: int) -> None:
         print(f"growing to {users:,} users", flush=True)
@@ -172,6 +175,9 @@ def service_env(url: str, connections: int) -> dict[str, str]:
         url,
         secrets.token_urlsafe(48),
         ENVIRONMENT="production",
+        # As deployed: the default level, one JSON line per request (written to a file,
+        # bench/server.py's server-PORT.log, as a container's standard output is).
+        LOG_LEVEL="INFO",
         EMAIL_BACKEND="off",  # production requires a choice; the benchmarks send no email
         LOGIN_LIMIT_PER_ACCOUNT="1000000/minute",
         LOGIN_LIMIT_PER_ACCOUNT_GLOBAL="1000000/minute",
@@ -229,6 +235,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{knobs.rounds} round(s)",
                 flush=True,
             )
+            print(
+                f"service logging as deployed: LOG_LEVEL={env['LOG_LEVEL']}, one JSON line per "
+                f"request, standard output written to the file {service.log}",
+                flush=True,
+            )
+            if any(m.target == BARE for stage in plan.stages for m in stage.measurements):
+                bench.bare = Server.start(
+                    server_env("", ""), workdir, cpu=SERVICE_CPU, command=bare.command
+                )
+                print(
+                    f"bare FastAPI app (bench/bare.py) pid {bench.bare.process.pid} on "
+                    f"{bench.bare.url}, pinned to CPU {SERVICE_CPU} too",
+                    flush=True,
+                )
             runner = Runner(
                 Wrk(),
                 bench,
@@ -239,7 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             results = runner.run(plan)
             rss = bench.service.rss_mib()
+            lines = sum(1 for _ in bench.service.log.open("rb"))
+            print(f"service log: {lines:,} lines in {bench.service.log}", flush=True)
         finally:
             bench.service.stop()
+            if bench.bare is not None:
+                bench.bare.stop()
         print(f"placement: worker on CPU {SERVICE_CPU}, wrk on CPU {WRK_CPU}, {bench.placement}")
         return report(plan, results, rss)

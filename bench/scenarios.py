@@ -25,6 +25,7 @@ from typing import Literal, TypeAlias
 Attribute = Literal["requests_per_s", "p50_ms", "p99_ms"]
 Size = Literal["users", "scale_users"]
 SERVICE = "service"
+BARE = "bare"  # bench/bare.py: the framework's ceiling
 
 # --------------------------------------------------------------------------- requests
 # What a step requests; the runner (bench/runner.py) writes the wrk Lua script for each.
@@ -149,11 +150,17 @@ PROFILE_POST = WithAccessTokens("POST", PROFILE)
 
 DEFAULT = Scenario(
     name="default",
-    summary="ceiling, POST and GET /users/profile, login, refresh",
+    summary="bare FastAPI, /healthz, POST and GET /users/profile, login, refresh",
     phases=(
         Phase(
             steps=(
-                Step("healthz", "ceiling: GET /healthz", Plain("GET", "/healthz")),
+                Step(
+                    "bare",
+                    "bare FastAPI app: GET /healthz (profile-sized constant, no middleware)",
+                    Plain("GET", "/healthz"),
+                    target=BARE,
+                ),
+                Step("healthz", "in-app ceiling: GET /healthz", Plain("GET", "/healthz")),
                 Step("profile", f"POST {PROFILE}", PROFILE_POST),
                 Step("profile_get", f"GET {PROFILE}", WithAccessTokens("GET", PROFILE)),
                 Step("login", "login: POST /api/v1/auth/token", Login()),
@@ -162,6 +169,9 @@ DEFAULT = Scenario(
         ),
     ),
     ratios=(
+        Ratio("profile ÷ bare", "profile", "bare", detail="POST /users/profile ÷ bare FastAPI"),
+        Ratio("/healthz ÷ bare", "healthz", "bare", detail="what the middleware leaves"),
+        Ratio("refresh ÷ bare", "refresh", "bare"),
         Ratio("profile ÷ ceiling", "profile", "healthz", detail="POST /users/profile ÷ /healthz"),
     ),
 )

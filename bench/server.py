@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -78,20 +78,27 @@ class Server:
         workers: int | str = 1,
         cpu: int | None = None,
         timeout: float = 60,
+        command: Callable[[int], list[str]] | None = None,
     ) -> Server:
         """``python -m app serve --workers N`` (migrations, then uvicorn) in ``workdir``, on a
-        free port, its output in ``workdir/server-PORT.log``; returns once ``/healthz``
-        answers 200. ``cpu`` pins the process (and its workers) to one CPU. Raises
-        ``ServerError`` when the process exits first or ``timeout`` seconds pass."""
+        free port, its output (the JSON log lines included) in ``workdir/server-PORT.log``;
+        returns once ``/healthz`` answers 200. ``command`` (the port to a command line)
+        starts another server instead. ``cpu`` pins the process (and its workers) to one
+        CPU. Raises ``ServerError`` when the process exits first or ``timeout`` seconds
+        pass."""
         port = free_port()
         log = workdir / f"server-{port}.log"
-        command = [
-            *(sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"),
-            *("--port", str(port), "--workers", str(workers)),
-        ]
+        argv = (
+            command(port)
+            if command is not None
+            else [
+                *(sys.executable, "-m", "app", "serve", "--host", "127.0.0.1"),
+                *("--port", str(port), "--workers", str(workers)),
+            ]
+        )
         with log.open("wb") as out:
             process = subprocess.Popen(
-                pinned(cpu, command),
+                pinned(cpu, argv),
                 cwd=workdir,
                 env=dict(env),
                 stdout=out,

@@ -51,6 +51,7 @@ Running 10s test @ http://127.0.0.1:8000
 Requests/sec:   2325.00
 Transfer/sec:      1.12MB
 """
+DEFAULT_SERIES = ["bare", "healthz", "profile", "profile_get", "login", "refresh"]
 SMALL = Knobs(users=100, scale_users=300, duration=2.0, warmup=1.0, rounds=2, connections=8)
 
 
@@ -134,18 +135,18 @@ def test_every_scenario_resolves(name: str, knobs: Knobs) -> None:
 
 def test_default_scenario() -> None:
     plan = resolve(DEFAULT, SMALL)
-    assert [name for name, _ in plan.series] == [
-        "healthz",
-        "profile",
-        "profile_get",
-        "login",
-        "refresh",
-    ]
+    assert [name for name, _ in plan.series] == DEFAULT_SERIES
     (stage,) = plan.stages
     assert {(m.connections, m.seconds, m.users) for m in stage.measurements} == {(8, 2.0, 100)}
     assert [w.name for w in stage.warmups] == [name for name, _ in plan.series]
-    (ratio,) = plan.ratios
-    assert (ratio.numerator, ratio.denominator, ratio.per_round) == ("profile", "healthz", True)
+    # the bare app is measured in the same rounds, on its own server
+    assert [m.target for m in stage.measurements] == ["bare"] + ["service"] * 5
+    assert [(r.numerator, r.denominator, r.per_round) for r in plan.ratios] == [
+        ("profile", "bare", True),
+        ("healthz", "bare", True),
+        ("refresh", "bare", True),
+        ("profile", "healthz", True),
+    ]
 
 
 def test_storm_runs_the_login_storm_around_the_measurement() -> None:
@@ -206,8 +207,8 @@ def test_scale_needs_more_users_at_the_second_size() -> None:
 
 
 def test_a_ratio_must_name_measured_series() -> None:
-    scenario = dataclasses.replace(DEFAULT, ratios=(Ratio("x", "profile", "bare"),))
-    with pytest.raises(PlanError, match="'bare', which no step measures"):
+    scenario = dataclasses.replace(DEFAULT, ratios=(Ratio("x", "profile", "nothing"),))
+    with pytest.raises(PlanError, match="'nothing', which no step measures"):
         resolve(scenario, SMALL)
 
 
@@ -218,21 +219,17 @@ def test_knobs_must_be_positive() -> None:
 
 def test_another_server_and_its_ratios_are_data() -> None:
     """What a series on a second server takes: a step naming its target, ratios naming it."""
-    bare = Step("bare", "bare FastAPI app: GET /", Plain("GET", "/"), target="bare")
+    other = Step("other", "another app: GET /", Plain("GET", "/"), target="other")
     phase = DEFAULT.phases[0]
     scenario = dataclasses.replace(
         DEFAULT,
-        phases=(dataclasses.replace(phase, steps=(*phase.steps, bare)),),
-        ratios=(
-            *DEFAULT.ratios,
-            Ratio("profile ÷ bare", "profile", "bare"),
-            Ratio("healthz ÷ bare", "healthz", "bare"),
-        ),
+        phases=(dataclasses.replace(phase, steps=(*phase.steps, other)),),
+        ratios=(*DEFAULT.ratios, Ratio("profile ÷ other", "profile", "other")),
     )
     plan = resolve(scenario, SMALL)
-    assert plan.stages[0].measurements[-1].target == "bare"
-    assert [w.target for w in plan.stages[0].warmups][-1] == "bare"
-    assert [r.name for r in plan.ratios][-2:] == ["profile ÷ bare", "healthz ÷ bare"]
+    assert plan.stages[0].measurements[-1].target == "other"
+    assert [w.target for w in plan.stages[0].warmups][-1] == "other"
+    assert [r.name for r in plan.ratios][-1] == "profile ÷ other"
 
 
 def test_command_line_knobs() -> None:
@@ -293,17 +290,18 @@ def runner(tmp_path: Path, wrk: FakeWrk, bench: FakeBench, sleeps: list[float]) 
 def test_the_loop_warms_up_then_interleaves_rounds(tmp_path: Path) -> None:
     wrk, bench = FakeWrk(), FakeBench()
     results = runner(tmp_path, wrk, bench, []).run(resolve(DEFAULT, SMALL))
-    assert len(wrk.loads) == 5 + 2 * 5
-    assert [s.name for s in results] == ["healthz", "profile", "profile_get", "login", "refresh"]
-    # round 1 is loads 6-10, round 2 loads 11-15
-    assert results["healthz"].values("requests_per_s") == [6, 11]
-    assert results["refresh"].values("requests_per_s") == [10, 15]
-    assert bench.measurements == 10
+    assert len(wrk.loads) == 6 + 2 * 6
+    assert [s.name for s in results] == DEFAULT_SERIES
+    # round 1 is loads 7-12, round 2 loads 13-18
+    assert results["bare"].values("requests_per_s") == [7, 13]
+    assert results["refresh"].values("requests_per_s") == [12, 18]
+    assert {url for url, *_ in wrk.loads} == {"http://bare", "http://service"}
+    assert bench.measurements == 12
     assert bench.refreshes == [SMALL.connections * 4] * 3  # fresh tokens for every run
     logins = [(text, seconds) for _, text, _, seconds in wrk.loads if 'auth/token"' in text]
     # each run goes on after the accounts the last one used (its requests + connections)
     starts = [text.split("local k = ")[1].split("\n")[0] for text, _ in logins]
-    assert starts == ["0", str(4 + 8), str(4 + 8 + 9 + 8)]
+    assert starts == ["0", str(5 + 8), str(5 + 8 + 11 + 8)]
 
 
 def test_the_loop_runs_the_background_load_around_its_step(tmp_path: Path) -> None:
@@ -347,6 +345,8 @@ def test_the_report_finds_series_by_name(capsys: pytest.CaptureFixture[str]) -> 
             ("profile_get", result()),
             ("profile", result(rps=600)),
             ("healthz", result(rps=1000)),
+            ("bare", result(rps=2000)),
+            ("bare", result(rps=1000)),
             *[(name, result()) for name in ["refresh", "login", "profile_get"]],
         ]
     )
@@ -354,7 +354,7 @@ def test_the_report_finds_series_by_name(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| label of")]
     assert [row.split(" | ")[0] for row in rows] == [
-        f"| label of {name}" for name in ["healthz", "profile", "profile_get", "login", "refresh"]
+        f"| label of {name}" for name in DEFAULT_SERIES
     ]
     assert "| label of profile | 500 (400-600) |" in out
     assert (
@@ -362,6 +362,8 @@ def test_the_report_finds_series_by_name(capsys: pytest.CaptureFixture[str]) -> 
         in out
     )
     assert "profile ÷ ceiling per round: median 0.50 (0.40-0.60; 0.40, 0.60)" in out
+    assert "profile ÷ bare per round: median 0.40 (0.20-0.60; 0.20, 0.60)" in out
+    assert "/healthz ÷ bare (what the middleware leaves), medians: 0.67" in out
     assert "valid run" in out
 
 
