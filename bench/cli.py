@@ -143,7 +143,15 @@ class LiveBench:
     def refresh_tokens(self, user_ids: Sequence[int]) -> list[str]:
         return asyncio.run(database.issue_auth_sessions(self.dsn, self.codec, user_ids, "refresh"))
 
+    def fresh_accounts(self, count: int) -> list[str]:
+        first, last = asyncio.run(database.seed_fresh_users(self.dsn, count, self.password_hash))
+        ids = range(first, last + 1)
+        return asyncio.run(database.issue_auth_sessions(self.dsn, self.codec, ids, "access"))
+
     def before_measurement(self) -> None:
+        # Work left by the last load (password hashes run at a lower priority than requests,
+        # so /healthz answers fast before they are done) is not charged to this one.
+        self.service.wait_idle()
         # The pools may have opened more connections since the last measurement.
         self.placement = database.pin_backends(self.dsn, WRK_CPU)
 

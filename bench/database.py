@@ -47,8 +47,11 @@ def scratch_database(admin_url: str) -> Iterator[str]:
         asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def seed_users(dsn: str, first: int, last: int, password_hash: str) -> None:
-    """Users ``first..last`` in one INSERT ... SELECT generate_series; user 1 is staff."""
+async def seed_users(
+    dsn: str, first: int, last: int, password_hash: str, *, advance_sequence: bool = True
+) -> None:
+    """Users ``first..last`` in one INSERT ... SELECT generate_series; user 1 is staff.
+    With ``advance_sequence`` the ids of registrations go on after the highest."""
     names = "ARRAY[" + ",".join(f"'{name}'" for name in FIRST_NAMES) + "]"
     conn = await asyncpg.connect(dsn)
     try:
@@ -69,9 +72,10 @@ async def seed_users(dsn: str, first: int, last: int, password_hash: str) -> Non
             first,
             last,
         )
-        await conn.execute(
-            "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT max(id) FROM users))"
-        )
+        if advance_sequence:
+            await conn.execute(
+                "SELECT setval(pg_get_serial_sequence('users', 'id'), (SELECT max(id) FROM users))"
+            )
         # VACUUM as autovacuum would: it also empties the GIN pending list, which every
         # trigram search otherwise reads through.
         await conn.execute("VACUUM ANALYZE users")
@@ -118,6 +122,28 @@ async def seed_events(dsn: str, first: int, last: int, users: int) -> None:
         await conn.execute("VACUUM ANALYZE audit_events")
     finally:
         await conn.close()
+
+
+# Accounts seeded for one run each (bench/runner.py's password changes) take ids from here
+# on: far above the seeded users and the registrations, which the sequence numbers.
+FRESH_FIRST_ID = 1_000_000_000
+
+
+async def seed_fresh_users(dsn: str, count: int, password_hash: str) -> tuple[int, int]:
+    """``count`` more users with ids from ``FRESH_FIRST_ID`` on, after any seeded before
+    (registrations still running are not in their way); their first and last id."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        first = int(
+            await conn.fetchval(
+                "SELECT greatest(max(id) + 1, $1) FROM users WHERE id >= $1", FRESH_FIRST_ID
+            )
+        )
+    finally:
+        await conn.close()
+    last = first + count - 1
+    await seed_users(dsn, first, last, password_hash, advance_sequence=False)
+    return first, last
 
 
 async def issue_auth_sessions(

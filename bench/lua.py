@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 PASSWORD = "bench-password-31415"  # every seeded user's (bench/database.py)
+NEW_PASSWORD = "bench-password-27182"  # what the password-change runs set
 
 
 def lua_string(value: str) -> str:
@@ -19,18 +20,24 @@ end
 """
 
 
-def bearer_tokens(method: str, path: str, tokens: Sequence[str]) -> str:
-    """Bearer requests cycling through distinct users' access tokens."""
+def bearer_tokens(
+    method: str, path: str, tokens: Sequence[str], body: str | None = None, once: bool = False
+) -> str:
+    """Bearer requests cycling through distinct users' access tokens (``once``: each token
+    sent once, then "exhausted"), with ``body`` when given."""
     table = ",\n".join(lua_string(token) for token in tokens)
+    step = "i = i + 1" if once else "i = i % #tokens + 1"
+    rest = f", {lua_string(body)}" if body is not None else ""
     return f"""
 local tokens = {{
 {table}
 }}
 local i = 0
 request = function()
-  i = i % #tokens + 1
+  {step}
+  local token = tokens[i] or "exhausted"
   return wrk.format({lua_string(method)}, {lua_string(path)},
-    {{["Authorization"] = "Bearer " .. tokens[i], ["Content-Type"] = "application/json"}})
+    {{["Authorization"] = "Bearer " .. token, ["Content-Type"] = "application/json"}}{rest})
 end
 """
 
@@ -85,6 +92,27 @@ request = function()
     {{["Content-Type"] = "application/json"}}, body)
 end
 """
+
+
+def register(prefix: str) -> str:
+    """Register ``<prefix>x<k>`` (and its address) for k = 1, 2, ...: every one new."""
+    return f"""
+local k = 0
+request = function()
+  k = k + 1
+  local name = {lua_string(prefix)} .. "x" .. k
+  local body = '{{"username":"' .. name .. '","email":"' .. name .. '@example.com",'
+    .. '"password":"{PASSWORD}"}}'
+  return wrk.format("POST", "/api/v1/auth/register",
+    {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def password_change(tokens: Sequence[str]) -> str:
+    """Each access token (of an account still at ``PASSWORD``) changes its password once."""
+    body = f'{{"current_password":"{PASSWORD}","new_password":"{NEW_PASSWORD}"}}'
+    return bearer_tokens("POST", "/api/v1/users/profile/password", tokens, body, once=True)
 
 
 def refresh(tokens: Sequence[str]) -> str:

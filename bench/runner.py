@@ -18,15 +18,20 @@ from bench.scenarios import (
     EventSearch,
     Login,
     Measurement,
+    PasswordChange,
     Plain,
     Plan,
     Refresh,
+    Register,
     Request,
     WithAccessTokens,
 )
 from bench.wrk import WrkResult
 
 REFRESH_TOKENS_PER_CONNECTION = 4
+# Password changes are argon2-bound (a verification and a hash, ~10 per second on a core):
+# accounts enough for this many per second, plus one in flight per connection.
+PASSWORD_CHANGES_PER_SECOND = 60
 
 
 class Driver(Protocol):
@@ -52,6 +57,10 @@ class Bench(Protocol):
 
     def refresh_tokens(self, user_ids: Sequence[int]) -> list[str]:
         """One new session, and its refresh token, per user id."""
+
+    def fresh_accounts(self, count: int) -> list[str]:
+        """Access tokens of ``count`` accounts seeded now (at the benchmark's password), each
+        to be used once; none of them is among the users the logins cycle through."""
 
     def before_measurement(self) -> None:
         """Called before each recorded measurement (e.g. to pin new database backends)."""
@@ -130,7 +139,8 @@ class Runner:
 
     def script(self, measurement: Measurement) -> Path:
         """The Lua script of a measurement's request: written once, or anew for each run
-        for logins (from the next unused account) and refreshes (a token is used once)."""
+        for logins (from the next unused account), refreshes (a token is used once),
+        registrations (new names) and password changes (new accounts)."""
         request, users = measurement.request, measurement.users
         key = (request, users)
         if key in self._scripts:
@@ -151,6 +161,12 @@ class Runner:
                 count = measurement.connections * REFRESH_TOKENS_PER_CONNECTION
                 ids = [i % users + 1 for i in range(count)]
                 return self._write(lua.refresh(self.bench.refresh_tokens(ids)))
+            case Register():
+                return self._write(lua.register(f"r{self._written + 1}"))
+            case PasswordChange():
+                count = round(measurement.seconds * PASSWORD_CHANGES_PER_SECOND)
+                tokens = self.bench.fresh_accounts(count + 2 * measurement.connections)
+                return self._write(lua.password_change(tokens))
             case _:
                 assert_never(request)
         self._scripts[key] = self._write(text)

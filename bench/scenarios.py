@@ -69,7 +69,27 @@ class Refresh:
     """Refresh-token rotations, chained per connection, from fresh tokens each run."""
 
 
-Request: TypeAlias = Plain | WithAccessTokens | AdminSearch | EventSearch | Login | Refresh
+@dataclass(frozen=True)
+class Register:
+    """Registrations of new accounts, a new username and address each."""
+
+
+@dataclass(frozen=True)
+class PasswordChange:
+    """Password changes, each by another account seeded for the run (a change ends every
+    session of its user, so each access token and account serves once)."""
+
+
+Request: TypeAlias = (
+    Plain
+    | WithAccessTokens
+    | AdminSearch
+    | EventSearch
+    | Login
+    | Refresh
+    | Register
+    | PasswordChange
+)
 
 # --------------------------------------------------------------------------- declarations
 
@@ -207,6 +227,43 @@ STORM = Scenario(
 )
 
 
+# The argon2-bound writes (a hash or a verification each, two for a password change) at 8
+# connections: more only lengthen the queue in front of the hashing threads.
+HASHING_CONNECTIONS = 8
+
+WRITES = Scenario(
+    name="writes",
+    summary="the write paths: register, login, refresh, password change (a guard for the "
+    "writes the outbox, audit events and second factor add)",
+    phases=(
+        Phase(
+            steps=(
+                Step(
+                    "register",
+                    f"register: POST /api/v1/auth/register ({HASHING_CONNECTIONS} connections)",
+                    Register(),
+                    connections=HASHING_CONNECTIONS,
+                ),
+                Step(
+                    "login",
+                    f"login: POST /api/v1/auth/token ({HASHING_CONNECTIONS} connections)",
+                    Login(),
+                    connections=HASHING_CONNECTIONS,
+                ),
+                Step("refresh", "refresh: POST /api/v1/auth/token/refresh", Refresh()),
+                Step(
+                    "password_change",
+                    "password change: POST /api/v1/users/profile/password "
+                    f"({HASHING_CONNECTIONS} connections)",
+                    PasswordChange(),
+                    connections=HASHING_CONNECTIONS,
+                ),
+            )
+        ),
+    ),
+)
+
+
 def _at(users: Size) -> tuple[Phase, Phase]:
     """Profile rounds, then search rounds, at one table size. A staff search is rare beside
     profile reads: its latency alone (what the index and queries cost) is measured beside
@@ -282,7 +339,7 @@ SCALE = Scenario(
     ),
 )
 
-SCENARIOS = {scenario.name: scenario for scenario in (DEFAULT, STORM, SCALE)}
+SCENARIOS = {scenario.name: scenario for scenario in (DEFAULT, STORM, SCALE, WRITES)}
 
 # --------------------------------------------------------------------------- the plan
 

@@ -17,11 +17,13 @@ from bench.runner import Runner
 from bench.scenarios import (
     DEFAULT,
     FULL,
+    HASHING_CONNECTIONS,
     PROFILE_POST,
     QUICK,
     SCALE,
     SCENARIOS,
     STORM,
+    WRITES,
     Knobs,
     Phase,
     Plain,
@@ -265,6 +267,7 @@ class FakeBench:
     def __init__(self) -> None:
         self.grown: list[int] = []
         self.refreshes: list[int] = []
+        self.fresh: list[int] = []
         self.measurements = 0
 
     def url(self, target: str) -> str:
@@ -276,6 +279,10 @@ class FakeBench:
     def refresh_tokens(self, user_ids: Sequence[int]) -> list[str]:
         self.refreshes.append(len(user_ids))
         return [f"refresh-{i}" for i in user_ids]
+
+    def fresh_accounts(self, count: int) -> list[str]:
+        self.fresh.append(count)
+        return [f"fresh-{len(self.fresh)}-{i}" for i in range(count)]
 
     def before_measurement(self) -> None:
         self.measurements += 1
@@ -302,6 +309,30 @@ def test_the_loop_warms_up_then_interleaves_rounds(tmp_path: Path) -> None:
     # each run goes on after the accounts the last one used (its requests + connections)
     starts = [text.split("local k = ")[1].split("\n")[0] for text, _ in logins]
     assert starts == ["0", str(5 + 8), str(5 + 8 + 11 + 8)]
+
+
+def test_the_writes_scenario_uses_new_names_and_accounts_each_run(tmp_path: Path) -> None:
+    wrk, bench = FakeWrk(), FakeBench()
+    results = runner(tmp_path, wrk, bench, []).run(resolve(WRITES, SMALL))
+    assert [s.name for s in results] == ["register", "login", "refresh", "password_change"]
+    assert [m.connections for m in resolve(WRITES, SMALL).stages[0].measurements] == [
+        HASHING_CONNECTIONS,
+        HASHING_CONNECTIONS,
+        SMALL.connections,
+        HASHING_CONNECTIONS,
+    ]
+    registers = [text for _, text, _, _ in wrk.loads if "auth/register" in text]
+    prefixes = {text.split('local name = "')[1].split('"')[0] for text in registers}
+    assert len(registers) == len(prefixes) == 3  # the warm-up and two rounds
+    changes = [text for _, text, _, _ in wrk.loads if "profile/password" in text]
+    assert len(changes) == 3
+    # each run gets accounts of its own, enough for the run's length
+    warmup = round(SMALL.warmup * 60) + 2 * HASHING_CONNECTIONS
+    measured = round(SMALL.duration * 60) + 2 * HASHING_CONNECTIONS
+    assert bench.fresh == [warmup, measured, measured]
+    assert '"fresh-2-0"' in changes[1]
+    assert '"fresh-1-0"' not in changes[1]
+    assert 'current_password\\":\\"bench-password-31415' in changes[0]
 
 
 def test_the_loop_runs_the_background_load_around_its_step(tmp_path: Path) -> None:
