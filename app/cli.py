@@ -94,7 +94,7 @@ def serve(host: str, port: int, workers: int, reload: bool) -> None:
             reload=reload,
             log_level=settings.log_level.lower(),
             log_config=logging_config(settings.log_level),
-            access_log=False,  # RequestLogMiddleware logs each request as JSON
+            access_log=False,  # RequestMiddleware logs each request as JSON
             proxy_headers=False,
             # uvicorn[standard]'s C event loop and HTTP parser; plain asyncio/h11 only where
             # they cannot be installed (uvloop has no Windows build). Either parser refuses

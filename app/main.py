@@ -14,11 +14,7 @@ from fastapi.routing import APIRoute
 from app.core.config import Settings, get_settings
 from app.core.gc_tuning import freeze_startup_objects, unfreeze
 from app.core.http_errors import install_error_handlers
-from app.core.middleware import (
-    BodySizeLimitMiddleware,
-    RequestLogMiddleware,
-    SecurityHeadersMiddleware,
-)
+from app.core.middleware import RequestMiddleware
 from app.resources import AppResources, set_resources
 from app.routers import (
     API_PREFIX,
@@ -132,15 +128,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Retry-After", "X-Request-ID"],
             max_age=600,  # one preflight per 10 minutes per URL, not one per request
         )
+    # Outermost, one layer: request id, log line, metrics, security headers and the body
+    # size limit, so it sees every answer, 413s included.
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        RequestMiddleware,
         max_bytes=settings.max_body_bytes,
+        no_store_prefix=API_PREFIX,
         path_limits={
             app.url_path_for("upload_avatar"): settings.avatar_max_bytes + MULTIPART_OVERHEAD
         },
     )
-    app.add_middleware(SecurityHeadersMiddleware, no_store_prefix=API_PREFIX)
-    app.add_middleware(RequestLogMiddleware)  # outermost: sees every answer, 413s included
     _include_extra_schemas(app, LoginRequest, LoginForm, ErrorResponse)
     return app
 

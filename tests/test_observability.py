@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.core.logging import BackgroundStreamHandler, JsonFormatter, request_id_var
 from tests.conftest import (
     PASSWORD,
     add_user,
+    asgi_client,
     bearer,
     is_postgres,
     login,
@@ -190,3 +197,84 @@ def test_database_errors_are_logged_without_the_values(backend: str, tmp_path: P
     assert "INSERT INTO users" in error["exc_info"]
     assert "$argon2id$" not in text  # no password hash, in any line
     assert PASSWORD not in text
+
+
+class BlockedStream(io.StringIO):
+    """Standard output that takes no line until ``release`` is set (a full pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(10)
+        return super().write(text)
+
+
+def _json_handler(stream: io.StringIO, max_backlog: int = 100) -> BackgroundStreamHandler:
+    handler = BackgroundStreamHandler(stream, max_backlog=max_backlog)
+    handler.setFormatter(JsonFormatter())
+    return handler
+
+
+def test_a_blocked_standard_output_does_not_block_the_logging_caller() -> None:
+    stream = BlockedStream()
+    handler = _json_handler(stream, max_backlog=5)
+    logger = logging.getLogger("tests.blocked")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        started = time.monotonic()
+        for number in range(20):
+            token = request_id_var.set(f"req-{number}")
+            logger.warning("line %d", number)
+            request_id_var.reset(token)
+        assert time.monotonic() - started < 1  # the writer thread waits, not the caller
+        assert stream.getvalue() == ""
+        stream.release.set()
+        handler.flush()
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    # the first record is being written while the next five wait; the rest are counted
+    kept = [line for line in lines if line["logger"] == "tests.blocked"]
+    assert [line["message"] for line in kept] == [f"line {n}" for n in range(len(kept))]
+    assert [line["request_id"] for line in kept] == [f"req-{n}" for n in range(len(kept))]
+    (dropped,) = [line for line in lines if line["logger"] == "app.core.logging"]
+    assert dropped["message"] == f"{20 - len(kept)} log records dropped"
+    assert "request_id" not in dropped
+
+
+def test_the_writer_writes_what_is_queued_before_close() -> None:
+    stream = io.StringIO()
+    handler = _json_handler(stream)
+    record = logging.LogRecord("tests.close", logging.INFO, __file__, 1, "a %s", ("b",), None)
+    handler.handle(record)
+    handler.close()
+    (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert (line["message"], line["level"]) == ("a b", "INFO")
+
+
+@pytest.mark.parametrize(
+    "created", [0.0, 1_764_460_000.0, 1_764_460_000.123456, 1_764_460_000.9996, 1_764_460_001.5]
+)
+def test_log_times_are_iso_with_milliseconds(created: float) -> None:
+    record = logging.LogRecord("tests.time", logging.INFO, __file__, 1, "x", None, None)
+    record.created = created
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    formatter = JsonFormatter()
+    assert json.loads(formatter.format(record))["time"] == expected
+    assert json.loads(formatter.format(record))["time"] == expected  # from the cached second
+
+
+async def test_headers_the_app_set_are_replaced_not_doubled(fresh_app: FastAPI) -> None:
+    async def own_headers() -> Response:
+        return Response(b"{}", headers={"Cache-Control": "public", "X-Request-ID": "mine"})
+
+    fresh_app.add_api_route("/api/v1/own-headers", own_headers)
+    async with asgi_client(fresh_app) as client:
+        response = await client.get("/api/v1/own-headers", headers={"X-Request-ID": "theirs"})
+    assert response.headers.get_list("cache-control") == ["no-store"]
+    assert response.headers.get_list("x-request-id") == ["theirs"]
+    assert response.headers["x-content-type-options"] == "nosniff"

@@ -1,20 +1,29 @@
 """Logging: one JSON object per line on stdout, configured once by ``python -m app serve``.
 
-Requests are logged by `RequestLogMiddleware` (uvicorn's access log is off). No record
-carries a request body or header; as a second line of defence, anything that looks like a
-bearer credential or a JWT is replaced before a line is written. Tracebacks of database
-errors leave out the errors' messages, which can quote the values of a row.
+Requests are logged by `RequestMiddleware` (uvicorn's access log is off), through
+`log_request`. No record carries a request body or header; as a second line of defence,
+anything that looks like a bearer credential or a JWT is replaced before a line is written.
+Tracebacks of database errors leave out the errors' messages, which can quote the values of
+a row.
+
+Records are formatted and written by a thread of their own (`BackgroundStreamHandler`): the
+event loop only queues them, so a slow or blocked standard output (a full pipe) never stalls
+requests; lines queued together are written together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import sys
+import threading
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from queue import Empty, SimpleQueue
+from typing import IO, Any
 
 from sqlalchemy.exc import StatementError
 
@@ -30,6 +39,10 @@ _SECRETS = (
 
 
 def redact(text: str) -> str:
+    # The patterns only match where these substrings are (a cheap test: most lines have
+    # neither).
+    if "eyJ" not in text and "earer" not in text.lower():
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -135,20 +148,40 @@ def format_exception(exc: BaseException) -> str:
     return "".join(_format_hiding(exc, hide=False, seen=set())).rstrip("\n")
 
 
+_NO_REQUEST_ID = object()  # a record's request_id before a handler captured it
+
+
 class JsonFormatter(logging.Formatter):
     """``{"time", "level", "logger", "message", "request_id"?, ...fields, "exc_info"?}``.
 
-    Structured fields come from ``extra={"fields": {...}}``.
+    Structured fields come from ``extra={"fields": {...}}``. The request id is the one
+    captured on the record when it was queued (`BackgroundStreamHandler`), else the current
+    one.
     """
+
+    _second = -1
+    _second_text = ""
+
+    def _time(self, created: float) -> str:
+        """ISO 8601 with milliseconds, UTC (``2026-11-30T00:46:14.123+00:00``); the part up
+        to the seconds is computed once per second."""
+        second = int(created)
+        if second != self._second:
+            text = datetime.fromtimestamp(second, UTC).isoformat()
+            self._second_text, self._second = text[:19], second
+        milliseconds = min(round((created - second) * 1_000_000) // 1000, 999)
+        return f"{self._second_text}.{milliseconds:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
         }
-        request_id = request_id_var.get()
+        request_id = getattr(record, "request_id", _NO_REQUEST_ID)
+        if request_id is _NO_REQUEST_ID:
+            request_id = request_id_var.get()
         if request_id is not None:
             entry["request_id"] = request_id
         fields = getattr(record, "fields", None)
@@ -157,6 +190,111 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             entry["exc_info"] = redact(format_exception(record.exc_info[1]))
         return json.dumps(entry, default=str)
+
+
+class BackgroundStreamHandler(logging.Handler):
+    """Writes formatted records to ``stream`` from a thread of its own.
+
+    ``emit`` (on the caller's thread: the event loop) only fixes what can change later (the
+    message with its arguments, the request id of the current context) and queues the
+    record; the thread formats whatever is queued and writes it in one call. When the stream
+    is so slow that ``max_backlog`` records wait, further records are dropped and counted,
+    and a line saying how many follows once the stream takes lines again. ``flush`` waits
+    (up to ``timeout`` seconds) until what was queued before it is written; ``close`` writes
+    what is queued, then ends the thread.
+    """
+
+    def __init__(
+        self, stream: IO[str] | None = None, max_backlog: int = 100_000, timeout: float = 5.0
+    ) -> None:
+        super().__init__()
+        self.stream: IO[str] = stream if stream is not None else sys.stderr
+        self.max_backlog = max_backlog
+        self.timeout = timeout
+        self.dropped = 0
+        self._queue: SimpleQueue[logging.LogRecord | threading.Event | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._queue.qsize() >= self.max_backlog:
+            self.dropped += 1
+            return
+        try:
+            record.message = record.getMessage()
+            record.msg, record.args = record.message, None
+            if not hasattr(record, "request_id"):
+                record.request_id = request_id_var.get()
+        except Exception:
+            self.handleError(record)
+            return
+        self._queue.put(record)
+
+    def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            items = [queue.get()]
+            while len(items) < 1000:
+                try:
+                    items.append(queue.get_nowait())
+                except Empty:
+                    break
+            lines: list[str] = []
+            done: list[threading.Event] = []
+            stop = False
+            for item in items:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    done.append(item)
+                else:
+                    try:
+                        lines.append(self.format(item))
+                    except Exception:
+                        self.handleError(item)
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0  # a lost increment loses a count only
+                lines.append(self._dropped_line(dropped))
+            if lines:
+                # A closed or broken stream: there is nowhere to report it to.
+                with contextlib.suppress(Exception):
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+            for event in done:
+                event.set()
+            if stop:
+                return
+
+    def _dropped_line(self, dropped: int) -> str:
+        record = logging.LogRecord(
+            __name__, logging.WARNING, __file__, 0, "%d log records dropped", (dropped,), None
+        )
+        record.request_id = None
+        return self.format(record)
+
+    def flush(self) -> None:
+        if self._thread.is_alive():
+            event = threading.Event()
+            self._queue.put(event)
+            event.wait(self.timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(self.timeout)
+        super().close()
+
+
+def log_request(
+    logger: logging.Logger, method: str, route: str, status: int, fields: dict[str, Any]
+) -> None:
+    """``logger.info("%s %s %d", method, route, status, extra={"fields": fields})``, without
+    looking up the caller's file and line (which no line shows)."""
+    record = logger.makeRecord(
+        logger.name, logging.INFO, "", 0, "%s %s %d", (method, route, status), None
+    )
+    record.fields = fields
+    logger.handle(record)
 
 
 def logging_config(level: str) -> dict[str, Any]:
@@ -168,7 +306,7 @@ def logging_config(level: str) -> dict[str, Any]:
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
         "handlers": {
             "stdout": {
-                "class": "logging.StreamHandler",
+                "()": f"{__name__}.BackgroundStreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stdout",
             }

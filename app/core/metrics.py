@@ -79,9 +79,21 @@ def set_email_backlog(count: int) -> None:
     EMAIL_OUTBOX_BACKLOG.set(count)
 
 
+# The request metrics' children by (route, method, status): looked up once, not at every
+# request (``labels`` converts and checks the values and takes a lock). As bounded as the
+# labels: route templates, methods, statuses.
+_REQUEST_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    HTTP_REQUEST_SECONDS.labels(route, method).observe(seconds)
+    try:
+        counter, histogram = _REQUEST_CHILDREN[route, method, status]
+    except KeyError:
+        counter = HTTP_REQUESTS.labels(route, method, str(status))
+        histogram = HTTP_REQUEST_SECONDS.labels(route, method)
+        _REQUEST_CHILDREN[route, method, status] = counter, histogram
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def track_pool(engine: AsyncEngine) -> None:

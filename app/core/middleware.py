@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
 from app.core.http_errors import RequestTooLarge
-from app.core.logging import REQUEST_LOGGER, request_id_var
+from app.core.logging import REQUEST_LOGGER, log_request, request_id_var
 
 BODY_TOO_LARGE_CODE = RequestTooLarge.code
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -37,23 +37,47 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=f"Request body exceeds {max_bytes} bytes")
 
 
-class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes``: refused from Content-Length before reading, or as
-    soon as a streamed body passes the limit, never read further.
+class RequestMiddleware:
+    """The one layer every HTTP request passes (pure ASGI, one wrapper of ``send``).
 
-    ``path_limits`` gives particular paths (relative to the root path) their own limit,
-    larger or smaller than the default: the avatar upload accepts AVATAR_MAX_BYTES plus the
-    multipart framing, every other route keeps MAX_BODY_BYTES.
+    * **Request id**: an ``X-Request-ID`` (the client's when short and safe, else generated)
+      on the response and on every log record of the request.
+    * **Log line and metrics**: one JSON log line (method, route template, status, duration,
+      user id when known) and the request metrics. Only the route template
+      (``scope["route"].path``, set by routing) is recorded, never the path, query string,
+      headers or body: no token or password can reach the log this way.
+    * **Security headers**: nosniff and no-referrer on every response;
+      ``Cache-Control: no-store`` on the API (``no_store_prefix``), whose answers are
+      tokens and personal data.
+    * **Body size limit**: 413 for bodies over ``max_bytes``: refused from Content-Length
+      before reading, or (a body without one, chunked) as soon as the streamed body passes
+      the limit, never read further. ``path_limits`` gives particular paths (relative to
+      the root path) their own limit: the avatar upload accepts AVATAR_MAX_BYTES plus the
+      multipart framing, every other route keeps MAX_BODY_BYTES.
+
+    Every answer, a 413 of the limit included, gets the headers and is logged and counted.
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        no_store_prefix: str,
+        path_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.path_limits = dict(path_limits or {})
+        self.no_store_prefix = no_store_prefix
+        self._headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+        self._api_headers = [*self._headers, (b"cache-control", b"no-store")]
 
     def limit_for(self, scope: Scope) -> int:
+        if not self.path_limits:
+            return self.max_bytes
         path: str = scope["path"]
         root_path: str = scope.get("root_path", "")
         if root_path and path.startswith(root_path):
@@ -64,16 +88,37 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self.limit_for(scope)
+        started = time.perf_counter()
+        client_id = content_length = None
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit() or int(value) > max_bytes:
-                    await _send_too_large(send, max_bytes)
-                    return
-                break
-
-        received = 0
+            if name == b"x-request-id":
+                client_id = value if client_id is None else client_id
+            elif name == b"content-length":
+                content_length = value if content_length is None else content_length
+        request_id = (
+            client_id.decode("ascii")
+            if client_id is not None and _SAFE_REQUEST_ID.fullmatch(client_id)
+            else uuid.uuid4().hex
+        )
+        token = request_id_var.set(request_id)
+        state: dict[str, object] = scope.setdefault("state", {})
+        no_store = scope["path"].startswith(self.no_store_prefix)
+        added = [
+            *(self._api_headers if no_store else self._headers),
+            (b"x-request-id", request_id.encode("ascii")),
+        ]
+        status = 500
         response_started = False
+        received = 0
+        max_bytes = self.limit_for(scope)
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                _add_headers(message, added)
+            await send(message)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -84,18 +129,52 @@ class BodySizeLimitMiddleware:
                     raise BodyTooLarge(max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if response_started:
-                raise
-            await _send_too_large(send, max_bytes)
+            if content_length is not None and (
+                not content_length.isdigit() or int(content_length) > max_bytes
+            ):
+                await _send_too_large(send_with_headers, max_bytes)
+                return
+            try:
+                await self.app(scope, limited_receive, send_with_headers)
+            except BodyTooLarge:
+                if response_started:
+                    raise
+                await _send_too_large(send_with_headers, max_bytes)
+        finally:
+            seconds = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or metrics.UNMATCHED_ROUTE
+            method: str = scope["method"]
+            metrics.observe_request(route, method, status, seconds)
+            if request_logger.isEnabledFor(logging.INFO):
+                log_request(
+                    request_logger,
+                    method,
+                    route,
+                    status,
+                    {
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "user_id": state.get(USER_ID_STATE),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+def _add_headers(message: Message, added: list[tuple[bytes, bytes]]) -> None:
+    """``added`` set on a response start: appended, or through MutableHeaders (which
+    replaces) when the response already has one of them."""
+    headers = list(message.get("headers", ()))
+    names = {name for name, _ in added}
+    if any(name.lower() in names for name, _ in headers):
+        mutable = MutableHeaders(scope=message)
+        for name, value in added:
+            mutable[name.decode("latin-1")] = value.decode("latin-1")
+        return
+    headers += added
+    message["headers"] = headers
 
 
 async def _send_too_large(send: Send, max_bytes: int) -> None:
@@ -114,93 +193,3 @@ async def _send_too_large(send: Send, max_bytes: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-class SecurityHeadersMiddleware:
-    """nosniff and no-referrer on every response; ``Cache-Control: no-store`` on the API,
-    whose answers are tokens and personal data."""
-
-    def __init__(self, app: ASGIApp, no_store_prefix: str) -> None:
-        self.app = app
-        self.no_store_prefix = no_store_prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        no_store = scope["path"].startswith(self.no_store_prefix)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["X-Content-Type-Options"] = "nosniff"
-                headers["Referrer-Policy"] = "no-referrer"
-                if no_store:
-                    headers["Cache-Control"] = "no-store"
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class RequestLogMiddleware:
-    """Per request: an ``X-Request-ID`` (the client's when safe, else generated) on the
-    response and on every log record of the request; one JSON log line (method, route
-    template, status, duration, user id when known) and the request metrics.
-
-    Only the route template (``scope["route"].path``, set by routing) is recorded, never the
-    path, query string, headers or body: no token or password can reach the log this way.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _request_id(scope)
-        token = request_id_var.set(request_id)
-        state: dict[str, object] = scope.setdefault("state", {})
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or metrics.UNMATCHED_ROUTE
-            method: str = scope["method"]
-            metrics.observe_request(route, method, status, seconds)
-            request_logger.info(
-                "%s %s %d",
-                method,
-                route,
-                status,
-                extra={
-                    "fields": {
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 2),
-                        "user_id": state.get(USER_ID_STATE),
-                    }
-                },
-            )
-            request_id_var.reset(token)
-
-
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            if _SAFE_REQUEST_ID.fullmatch(value):
-                client_id: str = value.decode("ascii")
-                return client_id
-            break
-    return uuid.uuid4().hex
