@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.core.logging import BackgroundStreamHandler, JsonFormatter, request_id_var
+from app.core.logging import BackgroundStreamHandler, JsonFormatter, log_request, request_id_var
 from tests.conftest import (
     PASSWORD,
     add_user,
@@ -278,3 +278,29 @@ async def test_headers_the_app_set_are_replaced_not_doubled(fresh_app: FastAPI) 
     assert response.headers.get_list("cache-control") == ["no-store"]
     assert response.headers.get_list("x-request-id") == ["theirs"]
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    ("request_id", "route", "duration_ms", "user_id"),
+    [
+        ("0123abcd", "/api/v1/users/profile", 1.23, 42),
+        (None, "<unmatched>", 0.0, None),
+        ("id", '/pages/\u00e9t\u00e9/"q"\\', 1e-05, None),
+        ("id", "/healthz", 12345.67, 2**63),
+        ("id", "/healthz", float("nan"), None),  # not JSON's: json.dumps's NaN
+        ("id", "/healthz", 1.5, "not-an-int"),  # written by json.dumps
+    ],
+)
+def test_request_lines_are_written_as_json_dumps_writes_them(
+    request_id: str | None, route: str, duration_ms: float, user_id: object
+) -> None:
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger("tests.request_lines")
+    logger.handle = records.append  # type: ignore[method-assign,assignment]
+    log_request(logger, "GET", route, 200, duration_ms, user_id)  # type: ignore[arg-type]
+    (record,) = records
+    record.request_id = request_id
+    direct = JsonFormatter().format(record)
+    delattr(record, "request_line")
+    assert direct == JsonFormatter().format(record)
+    assert json.loads(direct)["route"] == route
