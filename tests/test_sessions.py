@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from jose import jwt
-from sqlalchemy import delete, select
+from sqlalchemy import delete, event, select
 
 from app.models import AuthSession, User
 from app.resources import resources_of
@@ -55,6 +55,26 @@ async def test_refresh_rotates_both_tokens(
     assert await profile_status(client, tokens["access_token"]) == 200
     again = await client.post(REFRESH, json={"refresh_token": new["refresh_token"]})
     assert again.status_code == 200
+
+
+async def test_a_refresh_is_one_statement(
+    app: FastAPI, client: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    """The rotation's conditional UPDATE also reads whether the user is active: one round
+    trip for the rotation and the user (besides the transaction's own)."""
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = resources_of(app).engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = await client.post(REFRESH, json={"refresh_token": tokens["refresh_token"]})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 200
+    assert [statement.split()[:2] for statement in statements] == [["UPDATE", "auth_sessions"]]
 
 
 async def test_reusing_a_rotated_token_revokes_the_family(

@@ -50,14 +50,16 @@ async def rotate(
     presented_jti: str,
     new_jti: str,
     expires_at: datetime,
-) -> str | None:
+) -> tuple[str, bool] | None:
     """Swap the family's current refresh token id, only if ``presented_jti`` is still current.
 
     One conditional UPDATE: of concurrent refreshes with the same token, exactly one
     matches the row (PostgreSQL re-checks the WHERE after the row lock; SQLite serialises
-    writers), so there are never two valid successors. The session's ``amr`` when it was
-    rotated, None when not.
+    writers), so there are never two valid successors. The session's ``amr`` and whether
+    the user is active when it was rotated (read by the same statement: no second round
+    trip, no ORM load of the user), None when not.
     """
+    user_is_active = select(User.is_active).where(User.id == user_id).scalar_subquery()
     result = await db.execute(
         update(AuthSession)
         .where(
@@ -67,10 +69,11 @@ async def rotate(
             AuthSession.revoked_at.is_(None),
         )
         .values(refresh_jti=new_jti, refreshed_at=utcnow(), expires_at=expires_at)
-        .returning(AuthSession.amr)
+        .returning(AuthSession.amr, user_is_active)
         .execution_options(synchronize_session=False)
     )
-    return result.scalar_one_or_none()
+    row = result.one_or_none()
+    return None if row is None else (row[0], bool(row[1]))
 
 
 async def revoke(

@@ -126,7 +126,7 @@ async def refresh(
     """
     claims = codec.verify(refresh_token, "refresh")
     successor_jti = new_jti()
-    amr = await auth_sessions_repo.rotate(
+    rotated = await auth_sessions_repo.rotate(
         db,
         claims.auth_session_id,
         claims.user_id,
@@ -134,7 +134,7 @@ async def refresh(
         successor_jti,
         utcnow() + codec.lifetime("refresh"),
     )
-    if amr is None:
+    if rotated is None:
         if await auth_sessions_repo.revoke(db, claims.auth_session_id, claims.user_id):
             audit.record(
                 db,
@@ -149,12 +149,12 @@ async def refresh(
                 notices.stolen_session_ended(db, user)
             raise RefreshTokenReused()
         raise SessionRevoked()
-    user = await users_repo.get_by_id(db, claims.user_id)
-    if user is None or not user.is_active:
-        raise InactiveUser()
+    amr, user_is_active = rotated
+    if not user_is_active:
+        raise InactiveUser()  # the rotation is rolled back with the request
     return TokenPair(
-        access=codec.issue("access", user.id, claims.auth_session_id, amr=amr),
-        refresh=codec.issue("refresh", user.id, claims.auth_session_id, jti=successor_jti),
+        access=codec.issue("access", claims.user_id, claims.auth_session_id, amr=amr),
+        refresh=codec.issue("refresh", claims.user_id, claims.auth_session_id, jti=successor_jti),
         auth_session_id=claims.auth_session_id,
     )
 
