@@ -244,7 +244,7 @@ class BackgroundStreamHandler(logging.Handler):
     """
 
     def __init__(
-        self, stream: IO[str] | None = None, max_backlog: int = 100_000, timeout: float = 5.0
+        self, stream: IO[str] | None = None, max_backlog: int = 10_000, timeout: float = 5.0
     ) -> None:
         super().__init__()
         self.stream: IO[str] = stream if stream is not None else sys.stderr
