@@ -65,7 +65,7 @@ class InvalidRequest(AppError):
 
 
 class RequestTooLarge(AppError):
-    """The body is over MAX_BODY_BYTES (`app.core.middleware.BodySizeLimitMiddleware`)."""
+    """The body is over MAX_BODY_BYTES (`app.core.middleware.RequestMiddleware`)."""
 
     status_code = 413
     code = "request_too_large"
