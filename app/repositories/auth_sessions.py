@@ -39,10 +39,6 @@ async def create(
     return auth_session
 
 
-async def get(db: AsyncSession, auth_session_id: uuid.UUID) -> AuthSession | None:
-    return await db.get(AuthSession, auth_session_id)
-
-
 async def rotate(
     db: AsyncSession,
     auth_session_id: uuid.UUID,
