@@ -92,9 +92,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_db, scope="function")]
 
 
-async def get_client_address(request: Request, settings: SettingsDep) -> str:
+async def get_client_address(request: Request) -> str:
     """The peer address, or X-Forwarded-For's client when the peer is a TRUSTED_PROXIES."""
-    return _client_address(request, settings)
+    return _client_address(request, resources_of(request.app).settings)
 
 
 def _client_address(request: Request, settings: Settings) -> str:
@@ -109,9 +109,10 @@ def _client_address(request: Request, settings: Settings) -> str:
 ClientAddressDep = Annotated[str, Depends(get_client_address)]
 
 
-async def get_origin(request: Request, address: ClientAddressDep) -> Origin:
-    """Where the request comes from, for the audit trail and the session list."""
-    return _origin(request, address)
+async def get_origin(request: Request) -> Origin:
+    """Where the request comes from, for the audit trail and the session list. Reads the
+    address itself rather than through `ClientAddressDep` (see `_part`)."""
+    return _origin(request, _client_address(request, resources_of(request.app).settings))
 
 
 def _origin(request: Request, address: str) -> Origin:

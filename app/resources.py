@@ -30,6 +30,8 @@ from app.core.security import LegacyTokenCodec, PasswordHasher, TokenCodec
 from app.core.storage import MediaStorage, create_media_storage
 from app.mail.relay import EmailRelay, start_email_relay
 from app.models.mfa import TotpCredential
+from app.repositories.auth_sessions import SessionRotator
+from app.repositories.driver import open_driver_connections
 from app.repositories.live_users import LiveUserReader
 from app.services.housekeeping import Housekeeper
 from app.services.search_probe import TrigramStats
@@ -63,6 +65,9 @@ class AppResources:
     live_user_reader: LiveUserReader | None
     """The signed-in user's read on PostgreSQL (prepared statements on the driver); None
     on other databases, where the read goes through `read_sessionmaker`."""
+    session_rotator: SessionRotator | None
+    """The refresh token's rotation on PostgreSQL, on the same driver connections; None on
+    other databases, where it goes through the request's session."""
     trigram_stats: TrigramStats
     email_relay: EmailRelay
     """Delivers the email outbox in the background (started here, stopped first)."""
@@ -77,7 +82,7 @@ class AppResources:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[AppResources]:
         """Build everything, and on exit close what holds connections or threads: the
-        live user reader, the engine's pool, the hashing and image thread pools. Whatever
+        driver connections, the engine's pool, the hashing and image thread pools. Whatever
         was built before a failure is closed too."""
         async with AsyncExitStack() as cleanup:
             engine = create_engine(settings)
@@ -90,10 +95,12 @@ class AppResources:
                 settings.image_threads, settings.avatar_max_bytes, settings.avatar_max_pixels
             )
             cleanup.callback(image_processor.close)
-            live_user_reader = None
+            live_user_reader = session_rotator = None
             if engine.dialect.driver == "asyncpg":
-                live_user_reader = await LiveUserReader.create(engine, settings)
-                cleanup.push_async_callback(live_user_reader.close)
+                driver_connections = open_driver_connections(engine, settings)
+                cleanup.push_async_callback(driver_connections.close)
+                live_user_reader = LiveUserReader(driver_connections)
+                session_rotator = SessionRotator(driver_connections)
             throttle_storage = create_storage(settings)
             sessionmaker = create_sessionmaker(engine)
             # Registered last, so it stops first: no delivery outlives the engine.
@@ -118,6 +125,7 @@ class AppResources:
                 media_storage=create_media_storage(settings),
                 image_processor=image_processor,
                 live_user_reader=live_user_reader,
+                session_rotator=session_rotator,
                 trigram_stats=TrigramStats(),
                 email_relay=email_relay,
                 background=background,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.auth_session import AuthSession
 from app.models.base import utcnow
 from app.models.user import User
+from app.repositories.driver import DriverConnections
 
 
 async def create(
@@ -70,6 +71,42 @@ async def rotate(
     )
     row = result.one_or_none()
     return None if row is None else (row[0], bool(row[1]))
+
+
+class SessionRotator:
+    """`rotate` for the common case, straight on the PostgreSQL driver: one prepared
+    statement on an autocommit connection (`app.repositories.driver`), one round trip.
+
+    The same conditional UPDATE, with one more condition, that the user is active: an
+    autocommit statement cannot be rolled back afterwards, so it must only ever do what
+    the request keeps. When it matches nothing (a spent or revoked token, an inactive or
+    deleted user), the caller decides which through `rotate` in its transaction.
+    """
+
+    _ROTATE = """
+    UPDATE auth_sessions
+    SET refresh_jti = $4, refreshed_at = $5, expires_at = $6
+    WHERE id = $1 AND user_id = $2 AND refresh_jti = $3 AND revoked_at IS NULL
+      AND EXISTS (SELECT 1 FROM users WHERE users.id = $2 AND users.is_active)
+    RETURNING amr
+    """
+
+    def __init__(self, connections: DriverConnections) -> None:
+        self._connections = connections
+
+    async def rotate_if_user_active(
+        self,
+        auth_session_id: uuid.UUID,
+        user_id: int,
+        presented_jti: str,
+        new_jti: str,
+        expires_at: datetime,
+    ) -> str | None:
+        """The session's ``amr`` once rotated; None when nothing was."""
+        row = await self._connections.fetchrow(
+            self._ROTATE, auth_session_id, user_id, presented_jti, new_jti, utcnow(), expires_at
+        )
+        return None if row is None else str(row[0])
 
 
 async def revoke(

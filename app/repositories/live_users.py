@@ -1,30 +1,17 @@
-"""The authenticated-request query straight on the PostgreSQL driver (asyncpg).
+"""The signed-in user's read straight on the PostgreSQL driver (`app.repositories.driver`).
 
 Every authenticated read (the profile, staff reads) loads the user and checks that the
-token's session is live. Through the ORM session that one round trip costs about ten times
-the round trip itself in Python (session, pool checkout, greenlet, ORM loading); here it is
-one prepared statement on one of a few asyncpg connections (`ReadConnections`). The SQL is
-the same as `auth_sessions.get_user_with_session_state`: nothing is cached, every request
-sees the committed state of the user and of the session.
-
-PostgreSQL only; on SQLite the ORM path is used.
+token's session is live, in one prepared statement. The SQL is the same as
+`auth_sessions.get_user_with_auth_session_state`: nothing is cached, every request sees
+the committed state of the user and of the session.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from functools import partial
 
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from app.core.config import DatabaseSettings
-from app.core.db import database_timeouts
-from app.core.errors import ServiceUnavailable
 from app.models.user import SNAPSHOT_FIELDS, UserSnapshot
+from app.repositories.driver import DriverConnections
 
 # The snapshot's fields in its order (UserSnapshot(*row)); never the password hash.
 _COLUMNS = ", ".join(f"users.{name}" for name in SNAPSHOT_FIELDS)
@@ -41,101 +28,9 @@ FROM users WHERE users.id = $1
 _USER_BY_ID = f"SELECT {_COLUMNS} FROM users WHERE users.id = $1"  # noqa: S608
 
 
-class ReadConnections:
-    """At most ``size`` asyncpg connections for single autocommit SELECTs: idle ones on a
-    stack, a new one opened when none is idle, a wait of at most ``wait_timeout`` when
-    ``size`` are in use (then 503, like the ORM pool's DB_POOL_TIMEOUT).
-
-    asyncpg's Pool does more than these reads need, at a cost on every request: each
-    release runs in a new task (shielded) and each acquire builds a proxy object; on the
-    profile request that was about a twentieth of the worker's time. A connection whose
-    query failed or was cancelled is closed, never reused (its state is unknown); one the
-    server closed while idle is dropped when next taken; one idle for ``max_idle`` seconds
-    (as asyncpg's Pool, 300) is closed by the next request, so a burst's connections do not
-    stay open for good. The most recently used connection is taken first: the others age.
-    """
-
-    def __init__(
-        self,
-        connect: Callable[[], Awaitable[asyncpg.Connection]],
-        size: int,
-        wait_timeout: float,
-        max_idle: float = 300.0,
-    ) -> None:
-        self._connect = connect
-        self._idle: list[tuple[asyncpg.Connection, float]] = []  # oldest first
-        self._slots = asyncio.Semaphore(size)
-        self._wait_timeout = wait_timeout
-        self._max_idle = max_idle
-        self._closed = False
-
-    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
-        if self._closed:
-            raise ServiceUnavailable("The database is unavailable")
-        if self._slots.locked():
-            try:
-                async with asyncio.timeout(self._wait_timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise ServiceUnavailable("The database is unavailable") from None
-        else:
-            await self._slots.acquire()  # a free slot: returns at once
-        try:
-            if self._closed:  # closed while this request waited for a slot
-                raise ServiceUnavailable("The database is unavailable")
-            connection = await self._take()
-            try:
-                row: asyncpg.Record | None = await connection.fetchrow(query, *args)
-            except BaseException:
-                connection.terminate()
-                raise
-            if self._closed:
-                await connection.close()
-            else:
-                now = time.monotonic()
-                self._idle.append((connection, now))
-                while now - self._idle[0][1] > self._max_idle:
-                    self._idle.pop(0)[0].terminate()
-            return row
-        finally:
-            self._slots.release()
-
-    async def _take(self) -> asyncpg.Connection:
-        while self._idle:
-            connection, _ = self._idle.pop()
-            if not connection.is_closed():
-                return connection
-        return await self._connect()
-
-    async def close(self) -> None:
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for connection, _ in idle:
-            connection.terminate()
-
-
 class LiveUserReader:
-    def __init__(self, connections: ReadConnections) -> None:
+    def __init__(self, connections: DriverConnections) -> None:
         self._connections = connections
-
-    @classmethod
-    async def create(cls, engine: AsyncEngine, settings: DatabaseSettings) -> LiveUserReader:
-        """Connections with the engine's connection arguments (host, user, ssl, ...) and the
-        same bounded timeouts, opened on first use, so the service starts while the
-        database is down, as before."""
-        cargs, cparams = engine.dialect.create_connect_args(engine.url)
-        cparams.update(database_timeouts(settings))
-        for sqlalchemy_only in (
-            "prepared_statement_cache_size",
-            "prepared_statement_name_func",
-            "async_creator_fn",
-        ):
-            cparams.pop(sqlalchemy_only, None)
-        connect = partial(asyncpg.connect, *cargs, **cparams)
-        return cls(ReadConnections(connect, settings.db_pool_size, settings.db_pool_timeout))
-
-    async def close(self) -> None:
-        await self._connections.close()
 
     async def user_with_auth_session_state(
         self, user_id: int, auth_session_id: uuid.UUID

@@ -217,10 +217,15 @@ async def login(
     "means: log in again (a client that refreshes on `token_expired` must not do so for this "
     "call's own answer).",
 )
-async def refresh_token(
-    data: RefreshRequest, db: SessionDep, codec: TokenCodecDep, origin: OriginDep
-) -> Token:
-    return token_response(await auth_sessions.refresh(db, codec, data.refresh_token, origin))
+async def refresh_token(data: RefreshRequest, resources: ResourcesDep, origin: OriginDep) -> Token:
+    pair = await auth_sessions.refresh(
+        resources.sessionmaker,
+        resources.token_codec,
+        data.refresh_token,
+        origin,
+        resources.session_rotator,
+    )
+    return token_response(pair)
 
 
 @router.post(

@@ -1,5 +1,5 @@
-"""ReadConnections, the profile's connections to PostgreSQL: bounded, reused, never reused
-after a failure, closed for good."""
+"""DriverConnections, the profile's and refresh's connections to PostgreSQL: bounded, reused,
+never reused after a failure, closed for good."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from app.core.errors import ServiceUnavailable
-from app.repositories.live_users import ReadConnections
+from app.repositories.driver import DriverConnections
 from tests.conftest import new_database
 
 BACKEND_PID = "SELECT pg_backend_pid() AS pid"
@@ -26,11 +26,11 @@ def dsn(tmp_path: Path) -> Iterator[str]:
 
 def connections(
     dsn: str, size: int, wait_timeout: float = 5.0, max_idle: float = 300.0
-) -> ReadConnections:
-    return ReadConnections(partial(asyncpg.connect, dsn), size, wait_timeout, max_idle)
+) -> DriverConnections:
+    return DriverConnections(partial(asyncpg.connect, dsn), size, wait_timeout, max_idle)
 
 
-async def pid(reader: ReadConnections) -> int:
+async def pid(reader: DriverConnections) -> int:
     row = await reader.fetchrow(BACKEND_PID)
     assert row is not None
     return int(row["pid"])
