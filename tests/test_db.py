@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
+from collections.abc import Iterator
+from pathlib import Path
 
+import asyncpg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from app.core.db import after_commit, after_rollback
+from app.core.config import DatabaseSettings
+from app.core.db import after_commit, after_rollback, create_engine
 from app.core.errors import AppError, RefreshTokenReused, UserNotFound
 from app.core.logging import database_error_facts
 from app.dependencies import SessionDep
 from app.resources import resources_of
-from tests.conftest import asgi_client, is_postgres
+from tests.conftest import asgi_client, is_postgres, new_database
 
 
 @pytest.mark.parametrize(
@@ -135,3 +139,39 @@ async def test_a_deadlock_victim_gets_a_503_to_retry_not_a_500(
         assert refused.headers["Retry-After"]
     else:
         assert statuses == [200, 200]
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    with new_database("postgresql", tmp_path) as url:
+        yield url
+
+
+async def test_the_pre_ping_is_one_round_trip_and_replaces_a_dead_connection(
+    postgres_url: str,
+) -> None:
+    """Every checkout of the ORM's pool (every write request) is pinged with one statement, no
+    BEGIN/ROLLBACK around it; a pooled connection whose server went away fails that ping
+    and is replaced, so the request that takes it next works."""
+    engine = create_engine(DatabaseSettings(_env_file=None, database_url=postgres_url))
+    try:
+        async with engine.connect() as connection:
+            before = await connection.scalar(text("SELECT pg_backend_pid()"))
+            driver = (await connection.get_raw_connection()).driver_connection
+        statements: list[str] = []
+        driver.add_query_logger(lambda record: statements.append(record.query))
+        async with engine.connect() as connection:  # the same pooled connection, pinged
+            assert await connection.scalar(text("SELECT pg_backend_pid()")) == before
+        assert statements[0] == "SELECT 1", statements  # SQLAlchemy's own: BEGIN; ; ROLLBACK
+
+        admin = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg", "postgresql", 1))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", before)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.2)  # the client sees the socket close
+        async with engine.connect() as connection:
+            after = await connection.scalar(text("SELECT pg_backend_pid()"))
+        assert after != before
+    finally:
+        await engine.dispose()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import await_
 
 from app.core.config import DatabaseSettings
 from app.core.db_errors import is_database_unavailable
@@ -45,7 +46,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     # hang: opening a connection, each statement (asyncpg's command_timeout, and the
     # server's statement_timeout), waiting for a pooled connection. pool_pre_ping replaces
     # connections that died while the database was away, so the service recovers by itself.
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -54,6 +55,29 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         hide_parameters=True,
         connect_args=database_timeouts(settings),
     )
+    if engine.dialect.driver == "asyncpg":
+        # An instance attribute: the dialect calls self.do_ping at every checkout.
+        setattr(engine.dialect, "do_ping", _ping_in_one_round_trip)  # noqa: B010
+    return engine
+
+
+def _ping_in_one_round_trip(dbapi_connection: Any) -> bool:
+    """The pre-ping of every pooled checkout (every write request), in one round trip.
+
+    SQLAlchemy's asyncpg ping is three: BEGIN, ``;`` as a prepared statement, ROLLBACK
+    (the transaction keeps pgbouncer's transaction mode from splitting the prepare and
+    the execute over two server connections). asyncpg's ``execute`` without arguments
+    uses the simple query protocol, one message that prepares nothing, so ``SELECT 1``
+    this way is as safe under pgbouncer without the transaction (not ``;``: asyncpg's
+    simple query fails on the empty query's answer). Failures go through the adapter's own error
+    translation, so the pool still sees a disconnect and replaces the connection
+    (tests/test_db.py kills a pooled connection's backend).
+    """
+    try:
+        await_(dbapi_connection._connection.execute("SELECT 1"))
+    except Exception as error:
+        dbapi_connection._handle_exception(error)
+    return True
 
 
 async def check_database(engine: AsyncEngine, seconds: float) -> None:
