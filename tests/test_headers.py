@@ -36,6 +36,9 @@ async def test_docs_are_cacheable_but_nosniff(client: httpx.AsyncClient) -> None
     response = await client.get("/healthz")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "cache-control" not in response.headers
+    # The liveness probe's pre-encoded answer is what its documented model says.
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
 
 
 @pytest.mark.parametrize(
