@@ -112,6 +112,12 @@ ClientAddressDep = Annotated[str, Depends(get_client_address)]
 async def get_origin(request: Request) -> Origin:
     """Where the request comes from, for the audit trail and the session list. Reads the
     address itself rather than through `ClientAddressDep` (see `_part`)."""
+    return origin_of(request)
+
+
+def origin_of(request: Request) -> Origin:
+    """`get_origin` outside dependency injection: for a route that needs it only on a rare
+    path (a refresh records only a token's reuse)."""
     return _origin(request, _client_address(request, resources_of(request.app).settings))
 
 

@@ -167,11 +167,18 @@ async def test_refresh_token_reuse_is_recorded_and_told(
     first = await tokens(client)
     rotated = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
     assert rotated.status_code == 200
-    reused = await client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    reused = await client.post(
+        REFRESH,
+        json={"refresh_token": first["refresh_token"]},
+        headers={"User-Agent": "replayer/1.0"},
+    )
     assert reused.status_code == 401
     assert reused.json()["code"] == "refresh_token_reused"
     event = await the_event(app, "token.reuse_detected")
     assert (event.user_id, event.actor_id) == (alice["id"], None)
+    # Where the replay came from (read only on this path, not on every refresh).
+    assert (event.ip, event.user_agent) == ("127.0.0.1", "replayer/1.0")
+    assert event.request_id == reused.headers["x-request-id"]
     async with resources_of(app).sessionmaker() as db:
         [row] = (await db.scalars(select(AuthSession))).all()
     assert event.details == {"session_id": str(row.id)}

@@ -262,11 +262,12 @@ class TokenCodec:
         self._verify_keys: dict[str | None, Any] = {}
         self.public_jwks: list[dict[str, Any]] = []
         if settings.uses_hmac:
-            self._signing_key: Any = settings.signing_key
             self._kid: str | None = None
-            # A jose Key object, built once: given the string, jose tries to parse it as a
-            # JWK set and builds the key again on every verification.
-            self._verify_keys[None] = jwk.construct(settings.signing_key, self._algorithm)
+            # A jose Key object, built once, for signing and verifying: given the string,
+            # jose builds the key again on every call (and on verification first tries to
+            # parse it as a JWK set).
+            self._signing_key: Any = jwk.construct(settings.signing_key, self._algorithm)
+            self._verify_keys[None] = self._signing_key
             return
         assert settings.jwt_private_key_file is not None
         private_pem = settings.jwt_private_key_file.read_text()
@@ -392,7 +393,8 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 def new_jti() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (uuid4().hex's form, without building a UUID)."""
+    return os.urandom(16).hex()
 
 
 # Clock skew allowed between the replaced service and this one for a legacy token's iat.

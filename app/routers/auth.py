@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
@@ -31,7 +32,9 @@ from app.dependencies import (
     SettingsDep,
     ThrottleDep,
     TokenCodecDep,
+    origin_of,
 )
+from app.resources import resources_of
 from app.routers import API_PREFIX
 from app.routers.content_type import MediaTypeRoute, is_json, media_type_of, unsupported
 from app.routers.responses import (
@@ -217,12 +220,15 @@ async def login(
     "means: log in again (a client that refreshes on `token_expired` must not do so for this "
     "call's own answer).",
 )
-async def refresh_token(data: RefreshRequest, resources: ResourcesDep, origin: OriginDep) -> Token:
+async def refresh_token(data: RefreshRequest, request: Request) -> Token:
+    # The hottest write: no dependency beyond the body (each costs every request); the
+    # origin is read only if the refresh is refused as a reuse, which records it.
+    resources = resources_of(request.app)
     pair = await auth_sessions.refresh(
         resources.sessionmaker,
         resources.token_codec,
         data.refresh_token,
-        origin,
+        partial(origin_of, request),
         resources.session_rotator,
     )
     return token_response(pair)

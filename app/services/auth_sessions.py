@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -121,7 +121,7 @@ async def refresh(
     sessionmaker: async_sessionmaker[AsyncSession],
     codec: TokenCodec,
     refresh_token: str,
-    origin: Origin,
+    origin: Callable[[], Origin],
     rotator: auth_sessions_repo.SessionRotator | None = None,
 ) -> TokenPair:
     """Rotate: the presented token is spent, a new pair is issued for the same session.
@@ -136,6 +136,7 @@ async def refresh(
     no ORM session at all (an unused request session cost 15 % of a refresh's
     instructions). One that does not, and every refresh elsewhere, is decided in a unit of
     work: committed as any request's (a reuse's revocation kept), or rolled back.
+    ``origin`` is asked for only when a reuse is recorded.
     """
     claims = codec.verify(refresh_token, "refresh")
     successor_jti = new_jti()
@@ -156,7 +157,7 @@ async def _rotate_or_refuse(
     claims: TokenClaims,
     successor_jti: str,
     expires_at: datetime,
-    origin: Origin,
+    origin: Callable[[], Origin],
 ) -> str:
     """The rotation in ``db``'s transaction, or the refusal: reuse (the family revoked),
     an ended session, an inactive user. The session's ``amr`` once rotated."""
@@ -170,7 +171,7 @@ async def _rotate_or_refuse(
                 EventType.TOKEN_REUSE_DETECTED,
                 user_id=claims.user_id,
                 actor_id=None,
-                origin=origin,
+                origin=origin(),
                 details={"session_id": str(claims.auth_session_id)},
             )
             user = await users_repo.get_by_id(db, claims.user_id)
