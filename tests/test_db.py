@@ -158,6 +158,7 @@ async def test_the_pre_ping_is_one_round_trip_and_replaces_a_dead_connection(
         async with engine.connect() as connection:
             before = await connection.scalar(text("SELECT pg_backend_pid()"))
             driver = (await connection.get_raw_connection()).driver_connection
+            assert driver is not None
         statements: list[str] = []
         driver.add_query_logger(lambda record: statements.append(record.query))
         async with engine.connect() as connection:  # the same pooled connection, pinged

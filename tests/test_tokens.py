@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +24,7 @@ from jose import jwk, jwt
 
 from app.core.config import Settings
 from app.core.errors import InvalidToken, TokenExpired
-from app.core.security import TokenCodec
+from app.core.security import TokenCodec, new_jti
 from tests.test_keys import private_pem, write
 
 ISSUER = "userservice"
@@ -263,3 +264,24 @@ def test_odd_signed_payloads_are_refused_or_accepted_never_an_error(case: str) -
     accepted = codec_accepts(codec, _signed_payload(payload))  # raises on anything else
     # A date far in the future is a date; a not-before far in the future is not yet.
     assert accepted == (case in {"exp-huge-int", "iat-huge-int"})
+
+
+def test_token_ids_are_random_hex_never_repeated_and_a_forked_child_draws_its_own() -> None:
+    """new_jti hands out 16 bytes of a 4 KiB read of os.urandom at a time: across several
+    reads no id repeats, and a forked child never gets the ids its parent will hand out."""
+    ids = [new_jti() for _ in range(3 * 256 + 7)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(jti) == 32 and int(jti, 16) >= 0 for jti in ids)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next ids and leave at once
+        os.write(writer, "".join(new_jti() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(writer)
+    os.waitpid(pid, 0)
+    with os.fdopen(reader) as pipe:
+        child = pipe.read()
+    child_ids = {child[i : i + 32] for i in range(0, len(child), 32)}
+    parent_ids = {new_jti() for _ in range(8)}
+    assert len(child_ids) == 8
+    assert not child_ids & parent_ids
