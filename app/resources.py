@@ -67,7 +67,7 @@ class AppResources:
     on other databases, where the read goes through `read_sessionmaker`."""
     session_rotator: SessionRotator | None
     """The refresh token's rotation on PostgreSQL, on the same driver connections; None on
-    other databases, where it goes through the request's session."""
+    other databases, where `auth_sessions.refresh` rotates in a unit of work of its own."""
     trigram_stats: TrigramStats
     email_relay: EmailRelay
     """Delivers the email outbox in the background (started here, stopped first)."""

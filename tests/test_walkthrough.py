@@ -39,22 +39,8 @@ def test_the_walkthrough_runs_as_documented(tmp_path: Path) -> None:
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     with run_server(database_url, tmp_path) as base_url:
-        result = subprocess.run(
-            [str(SCRIPT), base_url],
-            env={**os.environ, "PYTHON": sys.executable, "TMPDIR": str(temporary)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        again = subprocess.run(  # a second run registers another user
-            [str(SCRIPT), base_url],
-            env={**os.environ, "PYTHON": sys.executable, "TMPDIR": str(temporary)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = _walk(base_url, temporary)
+        again = _walk(base_url, temporary)  # a second run registers another user
     assert result.returncode == 0, result.stdout + result.stderr
     assert again.returncode == 0, again.stdout + again.stderr
     lines = result.stdout.splitlines()
@@ -63,3 +49,14 @@ def test_the_walkthrough_runs_as_documented(tmp_path: Path) -> None:
     for line, expected in zip(lines[1:], EXPECTED, strict=True):
         assert line.startswith(expected), (line, expected)
     assert list(temporary.iterdir()) == []  # the tokens went with the temporary directory
+
+
+def _walk(base_url: str, temporary: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), base_url],
+        env={**os.environ, "PYTHON": sys.executable, "TMPDIR": str(temporary)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

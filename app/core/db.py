@@ -69,9 +69,9 @@ def _ping_in_one_round_trip(dbapi_connection: Any) -> bool:
     the execute over two server connections). asyncpg's ``execute`` without arguments
     uses the simple query protocol, one message that prepares nothing, so ``SELECT 1``
     this way is as safe under pgbouncer without the transaction (not ``;``: asyncpg's
-    simple query fails on the empty query's answer). Failures go through the adapter's own error
-    translation, so the pool still sees a disconnect and replaces the connection
-    (tests/test_db.py kills a pooled connection's backend).
+    simple query fails on the empty query's answer). Failures go through the adapter's
+    own error translation, so the pool still sees a disconnect and replaces the
+    connection (tests/test_db.py kills a pooled connection's backend).
     """
     try:
         await_(dbapi_connection._connection.execute("SELECT 1"))
