@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +51,41 @@ async def test_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient, ap
     )
     assert response.status_code == 413
     assert response.json()["code"] == "request_too_large"
+
+
+async def test_body_without_a_length_outside_http_1_is_counted(app: FastAPI) -> None:
+    """A body with neither Content-Length nor Transfer-Encoding (HTTP/2 framing) is
+    counted as it arrives: only an HTTP/1 request without them is known to have none."""
+    limit = resources_of(app).settings.max_body_bytes
+    chunks = [b'{"username": "', *[b"a" * 65536] * (limit // 65536 + 2)]
+    read = 0
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "2",
+        "method": "POST",
+        "scheme": "http",
+        "path": REGISTER,
+        "raw_path": REGISTER.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413
+    assert read < len(chunks)  # refused before the whole body was read
 
 
 async def test_invalid_content_length_is_413(client: httpx.AsyncClient) -> None:

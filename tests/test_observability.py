@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -19,7 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.core.logging import BackgroundStreamHandler, JsonFormatter, log_request, request_id_var
+from app.core.logging import (
+    BackgroundStreamHandler,
+    JsonFormatter,
+    RequestLog,
+    log_request,
+    request_id_var,
+)
 from tests.conftest import (
     PASSWORD,
     add_user,
@@ -254,6 +261,60 @@ def test_the_writer_writes_what_is_queued_before_close() -> None:
     handler.close()
     (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert (line["message"], line["level"]) == ("a b", "INFO")
+
+
+def _without_time(line: str) -> str:
+    return re.sub(r'"time": "[^"]*"', '"time": ""', line, count=1)
+
+
+def test_request_lines_written_directly_are_the_lines_of_their_records() -> None:
+    """`RequestLog` writes the line itself only where the record would reach one JSON
+    handler; the line is the one that handler writes for the record `log_request` makes,
+    and with a second handler (a capture) the record is made and reaches both."""
+    stream = io.StringIO()
+    handler = _json_handler(stream)
+    parent = logging.getLogger("tests.request_log")
+    parent.addHandler(handler)
+    parent.propagate = False
+    parent.setLevel(logging.INFO)
+    request_log = RequestLog(logging.getLogger("tests.request_log.requests"))
+    line = ("0123abcd", "GET", "/api/v1/users/profile", 200, 1.23, 42)
+    captured: list[logging.LogRecord] = []
+    capture = logging.Handler()
+    capture.emit = captured.append  # type: ignore[method-assign,assignment]
+    before = datetime.now(UTC).replace(microsecond=0)
+    try:
+        request_log.write(*line)
+        handler.flush()
+        assert captured == []
+        parent.addHandler(capture)
+        token = request_id_var.set("0123abcd")  # as RequestMiddleware has it while it logs
+        try:
+            request_log.write(*line)
+        finally:
+            request_id_var.reset(token)
+        handler.flush()
+    finally:
+        parent.removeHandler(handler)
+        parent.removeHandler(capture)
+        handler.close()
+    direct, from_record = stream.getvalue().splitlines()
+    assert _without_time(direct) == _without_time(from_record)
+    assert json.loads(direct) | {"time": None} == {
+        "time": None,
+        "level": "INFO",
+        "logger": "tests.request_log.requests",
+        "message": "GET /api/v1/users/profile 200",
+        "request_id": "0123abcd",
+        "method": "GET",
+        "route": "/api/v1/users/profile",
+        "status": 200,
+        "duration_ms": 1.23,
+        "user_id": 42,
+    }
+    assert datetime.fromisoformat(json.loads(direct)["time"]) >= before
+    (record,) = captured
+    assert record.fields["user_id"] == 42  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
 from app.core.http_errors import RequestTooLarge
-from app.core.logging import REQUEST_LOGGER, log_request, request_id_var
+from app.core.logging import REQUEST_LOGGER, RequestLog, request_id_var
 
 BODY_TOO_LARGE_CODE = RequestTooLarge.code
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -26,7 +26,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 USER_ID_STATE = "user_id"  # set in scope["state"] by the current-user dependency
 
-request_logger = logging.getLogger(REQUEST_LOGGER)
+request_log = RequestLog(logging.getLogger(REQUEST_LOGGER))
 
 
 class RequestIds:
@@ -95,6 +95,8 @@ class RequestMiddleware:
             (b"referrer-policy", b"no-referrer"),
         ]
         self._api_headers = [*self._headers, (b"cache-control", b"no-store")]
+        self._names = frozenset({name for name, _ in self._headers} | {b"x-request-id"})
+        self._api_names = self._names | {b"cache-control"}
 
     def limit_for(self, scope: Scope) -> int:
         if not self.path_limits:
@@ -111,11 +113,14 @@ class RequestMiddleware:
             return
         started = time.perf_counter()
         client_id = content_length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 client_id = value if client_id is None else client_id
             elif name == b"content-length":
                 content_length = value if content_length is None else content_length
+            elif name == b"transfer-encoding":
+                chunked = True
         request_id = (
             client_id.decode("ascii")
             if client_id is not None and _SAFE_REQUEST_ID.fullmatch(client_id)
@@ -124,6 +129,7 @@ class RequestMiddleware:
         token = request_id_var.set(request_id)
         state: dict[str, object] = scope.setdefault("state", {})
         no_store = scope["path"].startswith(self.no_store_prefix)
+        added_names = self._api_names if no_store else self._names
         added = [
             *(self._api_headers if no_store else self._headers),
             (b"x-request-id", request_id.encode("ascii")),
@@ -138,7 +144,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                _add_headers(message, added)
+                _add_headers(message, added, added_names)
             await send(message)
 
         async def limited_receive() -> Message:
@@ -156,8 +162,14 @@ class RequestMiddleware:
             ):
                 await _send_too_large(send_with_headers, max_bytes)
                 return
+            # The body is counted as it arrives unless its length is known: without
+            # Transfer-Encoding, a Content-Length within the limit (the server reads no
+            # further), or none on HTTP/1, where the request has no body (RFC 9112, 6.3).
+            bounded = not chunked and (
+                content_length is not None or scope.get("http_version", "1.1").startswith("1")
+            )
             try:
-                await self.app(scope, limited_receive, send_with_headers)
+                await self.app(scope, receive if bounded else limited_receive, send_with_headers)
             except BodyTooLarge:
                 if response_started:
                     raise
@@ -167,23 +179,24 @@ class RequestMiddleware:
             route = getattr(scope.get("route"), "path", None) or metrics.UNMATCHED_ROUTE
             method: str = scope["method"]
             metrics.observe_request(route, method, status, seconds)
-            if request_logger.isEnabledFor(logging.INFO):
-                user_id: Any = state.get(USER_ID_STATE)
-                duration_ms = round(seconds * 1000, 2)
-                log_request(request_logger, method, route, status, duration_ms, user_id)
+            user_id: Any = state.get(USER_ID_STATE)
+            request_log.write(request_id, method, route, status, round(seconds * 1000, 2), user_id)
             request_id_var.reset(token)
 
 
-def _add_headers(message: Message, added: list[tuple[bytes, bytes]]) -> None:
+def _add_headers(
+    message: Message, added: list[tuple[bytes, bytes]], added_names: frozenset[bytes]
+) -> None:
     """``added`` set on a response start: appended, or through MutableHeaders (which
-    replaces) when the response already has one of them."""
+    replaces) when the response already has one of them (ASGI header names are lower
+    case)."""
     headers = list(message.get("headers", ()))
-    names = {name for name, _ in added}
-    if any(name.lower() in names for name, _ in headers):
-        mutable = MutableHeaders(scope=message)
-        for name, value in added:
-            mutable[name.decode("latin-1")] = value.decode("latin-1")
-        return
+    for name, _ in headers:
+        if name in added_names:
+            mutable = MutableHeaders(scope=message)
+            for added_name, value in added:
+                mutable[added_name.decode("latin-1")] = value.decode("latin-1")
+            return
     headers += added
     message["headers"] = headers
 
