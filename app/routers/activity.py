@@ -20,7 +20,7 @@ from app.dependencies import (
 )
 from app.models.auth_session import AuthSession
 from app.repositories.audit_events import EventFilter
-from app.routers import API_PREFIX
+from app.routers import API_PREFIX, operation_id
 from app.routers.admin import USER_ERRORS_DESCRIBED, UserId
 from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
@@ -41,7 +41,12 @@ from app.schemas.activity import (
 )
 from app.services import admin, audit, auth_sessions
 
-router = APIRouter(prefix=API_PREFIX, tags=["activity"], route_class=MediaTypeRoute)
+router = APIRouter(
+    prefix=API_PREFIX,
+    tags=["activity"],
+    route_class=MediaTypeRoute,
+    generate_unique_id_function=operation_id,
+)
 
 
 def _session_list(sessions: Sequence[AuthSession], current: uuid.UUID | None) -> SessionList:

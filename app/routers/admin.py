@@ -20,7 +20,7 @@ from app.dependencies import (
     TrigramStatsDep,
 )
 from app.models.user import ID_MAX
-from app.routers import API_PREFIX
+from app.routers import API_PREFIX, operation_id
 from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
@@ -32,7 +32,12 @@ from app.schemas import examples
 from app.schemas.user import AdminUserUpdate, UserListQuery, UserPage, UserRead
 from app.services import admin
 
-router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["admin"], route_class=MediaTypeRoute)
+router = APIRouter(
+    prefix=f"{API_PREFIX}/users",
+    tags=["admin"],
+    route_class=MediaTypeRoute,
+    generate_unique_id_function=operation_id,
+)
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 

@@ -35,7 +35,7 @@ from app.dependencies import (
     origin_of,
 )
 from app.resources import resources_of
-from app.routers import API_PREFIX
+from app.routers import API_PREFIX, operation_id
 from app.routers.content_type import MediaTypeRoute, is_json, media_type_of, unsupported
 from app.routers.responses import (
     BODY_ERRORS,
@@ -64,7 +64,12 @@ from app.services import auth as auth_service
 from app.services import auth_sessions, email_verification, password_reset
 from app.services.auth_sessions import TokenPair
 
-router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"], route_class=MediaTypeRoute)
+router = APIRouter(
+    prefix=f"{API_PREFIX}/auth",
+    tags=["auth"],
+    route_class=MediaTypeRoute,
+    generate_unique_id_function=operation_id,
+)
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

@@ -8,9 +8,10 @@ from pydantic import BaseModel
 from app.core.db import check_database
 from app.core.errors import ServiceUnavailable
 from app.dependencies import ResourcesDep
+from app.routers import operation_id
 from app.routers.responses import error_responses
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], generate_unique_id_function=operation_id)
 
 
 class Health(BaseModel):

@@ -4,10 +4,11 @@ from fastapi import APIRouter
 
 from app.core.errors import NoPublicKeys
 from app.dependencies import TokenCodecDep
+from app.routers import operation_id
 from app.routers.responses import error_responses
 from app.schemas.auth import JWKS
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(tags=["keys"], generate_unique_id_function=operation_id)
 
 
 @router.get(

@@ -7,10 +7,13 @@ from fastapi import APIRouter, Response
 from app.core.errors import MediaNotFound
 from app.core.images import CONTENT_TYPES
 from app.dependencies import MediaStorageDep
+from app.routers import operation_id
 from app.routers.responses import error_responses
 from app.schemas.user import MEDIA_URL
 
-router = APIRouter(prefix=MEDIA_URL.rstrip("/"), tags=["media"])
+router = APIRouter(
+    prefix=MEDIA_URL.rstrip("/"), tags=["media"], generate_unique_id_function=operation_id
+)
 
 # Names are random and never reused, so a file's content never changes; an hour keeps a
 # deleted avatar from lingering long in caches.

@@ -29,7 +29,7 @@ from app.dependencies import (
     ThrottleDep,
     TokenCodecDep,
 )
-from app.routers import API_PREFIX
+from app.routers import API_PREFIX, operation_id
 from app.routers.admin import USER_ERRORS_DESCRIBED, UserId
 from app.routers.auth import token_response
 from app.routers.content_type import MediaTypeRoute
@@ -55,7 +55,9 @@ from app.schemas.mfa import (
 from app.services import admin, mfa
 from app.services import auth as auth_service
 
-router = APIRouter(prefix=API_PREFIX, route_class=MediaTypeRoute)
+router = APIRouter(
+    prefix=API_PREFIX, route_class=MediaTypeRoute, generate_unique_id_function=operation_id
+)
 
 PROFILE_MFA = "/users/profile/mfa"
 _MANAGE_403 = "Wrong `current_password` (code `invalid_current_password`)."

@@ -25,7 +25,7 @@ from app.dependencies import (
     ThrottleDep,
 )
 from app.models.user import UserSnapshot
-from app.routers import API_PREFIX
+from app.routers import API_PREFIX, operation_id
 from app.routers.content_type import MediaTypeRoute
 from app.routers.responses import (
     BODY_ERRORS,
@@ -37,7 +37,12 @@ from app.schemas import examples
 from app.schemas.user import AccountDelete, EmailStatus, PasswordChange, ProfileUpdate, UserRead
 from app.services import account
 
-router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"], route_class=MediaTypeRoute)
+router = APIRouter(
+    prefix=f"{API_PREFIX}/users",
+    tags=["users"],
+    route_class=MediaTypeRoute,
+    generate_unique_id_function=operation_id,
+)
 
 PROFILE_RESPONSES = error_responses(SIGNED_IN_ERRORS)
 PROFILE_DESCRIPTION = (
