@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -27,6 +28,7 @@ from app.core.logging import (
     log_request,
     request_id_var,
 )
+from app.core.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, REQUEST_BUCKETS, RequestMetrics
 from tests.conftest import (
     PASSWORD,
     add_user,
@@ -261,6 +263,38 @@ def test_the_writer_writes_what_is_queued_before_close() -> None:
     handler.close()
     (line,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert (line["message"], line["level"]) == ("a b", "INFO")
+
+
+def test_request_metrics_expose_what_prometheus_client_metrics_expose() -> None:
+    """`RequestMetrics` (plain numbers, exported when scraped) against the library's own
+    Counter and Histogram fed the same requests: the same exposition, but the times of the
+    ``_created`` samples."""
+    requests = [
+        ("/healthz", "GET", 200, 0.001),
+        ("/healthz", "GET", 200, 0.005),  # on a bound: counted in it (le)
+        ("/api/v1/auth/register", "POST", 422, 0.3),
+        ("/healthz", "GET", 500, 31.0),  # past the last bound: +Inf only
+        ("/api/v1/auth/register", "POST", 201, 0.0),
+        ("/healthz", "GET", 200, 2.5),
+    ]
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    collector = RequestMetrics(REQUEST_BUCKETS)
+    ours.register(collector)
+    counter = Counter(*HTTP_REQUESTS, ["route", "method", "status"], registry=theirs)
+    histogram = Histogram(
+        *HTTP_REQUEST_SECONDS, ["route", "method"], buckets=REQUEST_BUCKETS, registry=theirs
+    )
+    for route, method, status, seconds in requests:
+        collector.observe(route, method, status, seconds)
+        counter.labels(route, method, str(status)).inc()
+        histogram.labels(route, method).observe(seconds)
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [re.sub(r"(_created\{.*\}) \S+$", r"\1 T", line) for line in text.splitlines()]
+
+    assert exposition(ours) == exposition(theirs)
+    assert any(line.startswith("userservice_http_requests_created{") for line in exposition(ours))
 
 
 def _without_time(line: str) -> str:
