@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -15,6 +17,7 @@ from app.core.config import Settings, get_settings
 from app.core.gc_tuning import freeze_startup_objects, unfreeze
 from app.core.http_errors import install_error_handlers
 from app.core.middleware import RequestMiddleware
+from app.dependencies import BEARER_SCHEME, SCHEME_READERS
 from app.resources import AppResources, set_resources
 from app.routers import (
     API_PREFIX,
@@ -169,6 +172,7 @@ def _include_extra_schemas(app: FastAPI, *models: Any) -> None:
                 routes=app.routes,
                 tags=app.openapi_tags,
             )
+            _document_scheme_readers(app, schema)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in models:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -179,3 +183,29 @@ def _include_extra_schemas(app: FastAPI, *models: Any) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_scheme_readers(app: FastAPI, schema: dict[str, Any]) -> None:
+    """The bearer scheme on the operations of routes whose user dependency reads the token
+    itself (`SCHEME_READERS`, no sub-dependency FastAPI would document), as FastAPI
+    documents it on the others."""
+    scheme = BEARER_SCHEME.scheme_name
+    for route in app.routes:
+        if not (
+            isinstance(route, APIRoute)
+            and route.include_in_schema
+            and _calls(route.dependant, SCHEME_READERS)
+        ):
+            continue
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes.setdefault(
+            scheme, jsonable_encoder(BEARER_SCHEME.model, by_alias=True, exclude_none=True)
+        )
+        for method in route.methods or ():
+            operation = schema["paths"][route.path_format][method.lower()]
+            if {scheme: []} not in operation.setdefault("security", []):
+                operation["security"].append({scheme: []})
+
+
+def _calls(dependant: Dependant, calls: frozenset[Any]) -> bool:
+    return any(sub.call in calls or _calls(sub, calls) for sub in dependant.dependencies)
