@@ -291,9 +291,9 @@ async def get_staff_user_for_read(request: Request) -> UserSnapshot:
 
 StaffUser = Annotated[User, Depends(get_staff_user)]
 ReadStaffUser = Annotated[UserSnapshot, Depends(get_staff_user_for_read)]
+SuperUser = Annotated[User, Depends(get_superuser)]
 
 # Dependencies that read the bearer token themselves rather than through the scheme as a
 # sub-dependency, and the scheme the OpenAPI document gives their routes (app/main.py).
 BEARER_SCHEME = _bearer
 SCHEME_READERS = frozenset({get_current_user_for_read, get_staff_user_for_read})
-SuperUser = Annotated[User, Depends(get_superuser)]
