@@ -203,8 +203,15 @@ def _document_scheme_readers(app: FastAPI, schema: dict[str, Any]) -> None:
         )
         for method in route.methods or ():
             operation = schema["paths"][route.path_format][method.lower()]
-            if {scheme: []} not in operation.setdefault("security", []):
-                operation["security"].append({scheme: []})
+            if "security" in operation:
+                if {scheme: []} not in operation["security"]:
+                    operation["security"].append({scheme: []})
+                continue
+            # Where FastAPI puts it: before the parameters, else last.
+            members = list(operation.items())
+            at = list(operation).index("parameters") if "parameters" in operation else len(members)
+            operation.clear()
+            operation.update([*members[:at], ("security", [{scheme: []}]), *members[at:]])
 
 
 def _calls(dependant: Dependant, calls: frozenset[Any]) -> bool:
